@@ -1,0 +1,49 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# knbd top-level Makefile.
+#   make                 build knbd.ko against the installed Debian kernel
+#   make KDIR=/path      build against another kernel tree
+#   make demo            install deps, boot a VM, serve a volume, run fio
+#   make check           install deps, run every test (CI runs this)
+#   make C=1             build with sparse
+
+DEBIAN_KVER ?= $(shell ls -1 /lib/modules 2>/dev/null | while read v; do \
+	[ -e /lib/modules/$$v/build/Makefile ] && echo $$v; done | sort -V | tail -1)
+KDIR ?= /lib/modules/$(DEBIAN_KVER)/build
+PWD := $(shell pwd)
+
+.PHONY: all modules clean deps demo check check-static check-kunit check-vm check-debug bench help
+
+all: modules
+
+modules:
+	@test -d "$(KDIR)" || { echo "no kernel build tree at '$(KDIR)': run scripts/deps.sh or pass KDIR=" >&2; exit 1; }
+	$(MAKE) -C $(KDIR) M=$(PWD) modules
+
+clean:
+	$(MAKE) -C $(KDIR) M=$(PWD) clean 2>/dev/null || true
+	rm -f knbd.ko
+
+deps:
+	scripts/deps.sh
+
+demo:
+	scripts/demo.sh
+
+check:
+	scripts/check.sh
+
+check-static:
+	scripts/check.sh static
+
+check-kunit:
+	scripts/check.sh kunit
+
+check-vm:
+	scripts/check.sh vm
+
+check-debug:
+	scripts/check.sh debug
+
+help:
+	@sed -n '3,10p' Makefile

@@ -1,0 +1,771 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * knbd core: module entry, node listeners and client connections.
+ *
+ * A node listens in the network namespace of the process that enabled it.
+ * Each accepted connection gets a long-running receive work item that
+ * performs the handshake and then reads requests; every request runs as
+ * its own work item (io.c) and sends its reply when done, so one
+ * connection has many requests in flight and replies may be reordered,
+ * as NBD allows.  Teardown shuts sockets down to wake blocked workers,
+ * then waits for the counts of connections to drain.
+ */
+#define pr_fmt(fmt) "knbd: " fmt
+
+#include <linux/inet.h>
+#include <linux/module.h>
+#include <linux/net.h>
+#include <linux/nsproxy.h>
+#include <linux/slab.h>
+#include <linux/uio.h>
+#include <linux/wait_bit.h>
+#include <net/net_namespace.h>
+#include <net/sock.h>
+#include <net/tcp.h>
+#include <asm/unaligned.h>
+
+#include "knbd.h"
+
+struct workqueue_struct *knbd_wq;
+struct workqueue_struct *knbd_io_wq;
+
+/* All client connections of all nodes: each holds a worker of knbd_wq. */
+static atomic_t knbd_total_conns = ATOMIC_INIT(0);
+
+/* ---- socket helpers ---- */
+
+static int knbd_recv(struct socket *sock, void *buf, size_t len)
+{
+	struct msghdr msg = { };
+	struct kvec iov = { .iov_base = buf, .iov_len = len };
+	int ret;
+
+	iov_iter_kvec(&msg.msg_iter, ITER_DEST, &iov, 1, len);
+	while (msg_data_left(&msg)) {
+		ret = sock_recvmsg(sock, &msg, MSG_WAITALL | MSG_NOSIGNAL);
+		if (ret == -EAGAIN)
+			return -ETIMEDOUT;
+		if (ret <= 0)
+			return ret ? ret : -ECONNRESET;
+	}
+	return 0;
+}
+
+static int knbd_recv_bvec(struct socket *sock, struct bio_vec *bvec,
+			  unsigned int nr, size_t len)
+{
+	struct msghdr msg = { };
+	int ret;
+
+	iov_iter_bvec(&msg.msg_iter, ITER_DEST, bvec, nr, len);
+	while (msg_data_left(&msg)) {
+		ret = sock_recvmsg(sock, &msg, MSG_WAITALL | MSG_NOSIGNAL);
+		if (ret <= 0)
+			return ret ? ret : -ECONNRESET;
+	}
+	return 0;
+}
+
+static int knbd_send_msg(struct socket *sock, struct msghdr *msg)
+{
+	int ret;
+
+	while (msg_data_left(msg)) {
+		ret = sock_sendmsg(sock, msg);
+		if (ret <= 0)
+			return ret ? ret : -EPIPE;
+	}
+	return 0;
+}
+
+static int knbd_send(struct socket *sock, const void *buf, size_t len, int flags)
+{
+	struct msghdr msg = { .msg_flags = flags | MSG_NOSIGNAL };
+	struct kvec iov = { .iov_base = (void *)buf, .iov_len = len };
+
+	iov_iter_kvec(&msg.msg_iter, ITER_SOURCE, &iov, 1, len);
+	return knbd_send_msg(sock, &msg);
+}
+
+/* Read and discard a payload we refused, so the stream stays in step. */
+static int knbd_drain(struct knbd_conn *conn, u32 len)
+{
+	int ret;
+
+	while (len) {
+		u32 chunk = min_t(u32, len, KNBD_OPT_MAX_PARSE);
+
+		ret = knbd_recv(conn->sock, conn->buf, chunk);
+		if (ret)
+			return ret;
+		len -= chunk;
+	}
+	return 0;
+}
+
+/* ---- connection lifetime and accounting ---- */
+
+static void knbd_conn_release(struct kref *ref)
+{
+	struct knbd_conn *conn = container_of(ref, struct knbd_conn, ref);
+	struct knbd_volume *vol = conn->vol;
+	struct knbd_node *node = conn->node;
+
+	sock_release(conn->sock);
+	kfree(conn->buf);
+	kfree(conn);
+
+	/* Waiters key on the addresses only; they may free the objects. */
+	if (vol && atomic_dec_and_test(&vol->nr_conns))
+		wake_up_var(&vol->nr_conns);
+	if (atomic_dec_and_test(&node->nr_conns))
+		wake_up_var(&node->nr_conns);
+	atomic_dec(&knbd_total_conns);
+}
+
+void knbd_conn_put(struct knbd_conn *conn)
+{
+	kref_put(&conn->ref, knbd_conn_release);
+}
+
+static bool knbd_conn_has_room(struct knbd_conn *conn, u32 bytes)
+{
+	bool room;
+
+	spin_lock(&conn->lock);
+	room = !conn->inflight ||
+	       (conn->inflight < KNBD_CONN_MAX_INFLIGHT &&
+		conn->inflight_bytes + bytes <= KNBD_CONN_MAX_BYTES);
+	if (room) {
+		conn->inflight++;
+		conn->inflight_bytes += bytes;
+	}
+	spin_unlock(&conn->lock);
+	return room;
+}
+
+static void knbd_conn_unreserve(struct knbd_conn *conn, u32 bytes)
+{
+	spin_lock(&conn->lock);
+	conn->inflight--;
+	conn->inflight_bytes -= bytes;
+	wake_up(&conn->wait);
+	spin_unlock(&conn->lock);
+}
+
+static bool knbd_conn_idle(struct knbd_conn *conn)
+{
+	bool idle;
+
+	spin_lock(&conn->lock);
+	idle = !conn->inflight;
+	spin_unlock(&conn->lock);
+	return idle;
+}
+
+/* A request finished and replied: give back its budget and reference. */
+void knbd_conn_req_done(struct knbd_conn *conn, u32 bytes)
+{
+	knbd_conn_unreserve(conn, bytes);
+	knbd_conn_put(conn);
+}
+
+int knbd_conn_send_reply(struct knbd_conn *conn, u64 cookie, u32 nbd_err,
+			 struct bio_vec *bvec, unsigned int nr_bvec, u32 len)
+{
+	struct nbd_wire_simple_reply hdr;
+	int ret;
+
+	knbd_proto_encode_reply(&hdr, cookie, nbd_err);
+	mutex_lock(&conn->send_lock);
+	ret = knbd_send(conn->sock, &hdr, sizeof(hdr), len ? MSG_MORE : 0);
+	if (!ret && len) {
+		struct msghdr msg = { .msg_flags = MSG_NOSIGNAL };
+
+		iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, bvec, nr_bvec, len);
+		ret = knbd_send_msg(conn->sock, &msg);
+	}
+	mutex_unlock(&conn->send_lock);
+	if (ret) {
+		/* A torn reply leaves the stream unusable: end the connection. */
+		pr_debug("conn %llu: send failed: %d\n", conn->id, ret);
+		kernel_sock_shutdown(conn->sock, SHUT_RDWR);
+	}
+	return ret;
+}
+
+/* ---- handshake ---- */
+
+static int knbd_opt_reply(struct knbd_conn *conn, u32 option, u32 type,
+			  const void *data, u32 len)
+{
+	struct nbd_wire_opt_reply hdr;
+	int ret;
+
+	knbd_proto_encode_opt_reply(&hdr, option, type, len);
+	ret = knbd_send(conn->sock, &hdr, sizeof(hdr), len ? MSG_MORE : 0);
+	if (!ret && len)
+		ret = knbd_send(conn->sock, data, len, 0);
+	return ret;
+}
+
+static bool knbd_name_eq(struct knbd_volume *vol, const char *name, u32 len)
+{
+	const char *vname = config_item_name(&vol->group.cg_item);
+
+	return strlen(vname) == len && !memcmp(vname, name, len);
+}
+
+/*
+ * Find an enabled volume by export name; called with node->lock held.
+ * The empty name is the protocol's default export: it names the volume
+ * only when the node exports exactly one.
+ */
+static struct knbd_volume *knbd_find_volume(struct knbd_node *node,
+					    const char *name, u32 len)
+{
+	struct knbd_volume *vol, *found = NULL;
+	unsigned int enabled = 0;
+
+	list_for_each_entry(vol, &node->volumes, node_entry) {
+		if (!vol->enabled)
+			continue;
+		enabled++;
+		if (len && knbd_name_eq(vol, name, len))
+			return vol;
+		if (!len)
+			found = vol;
+	}
+	return enabled == 1 ? found : NULL;
+}
+
+static void knbd_conn_attach(struct knbd_conn *conn, struct knbd_volume *vol)
+{
+	lockdep_assert_held(&conn->node->lock);
+	atomic_inc(&vol->nr_conns);
+	WRITE_ONCE(conn->vol, vol);
+}
+
+static int knbd_opt_list(struct knbd_conn *conn)
+{
+	struct knbd_node *node = conn->node;
+	struct knbd_volume *vol;
+	size_t cap, used = 0;
+	u8 *buf;
+	int ret;
+
+	mutex_lock(&node->lock);
+	cap = node->nr_volumes * (sizeof(struct nbd_wire_opt_reply) + 4 + NAME_MAX);
+	buf = kmalloc(cap ?: 1, GFP_KERNEL);
+	if (!buf) {
+		mutex_unlock(&node->lock);
+		return knbd_opt_reply(conn, NBD_OPT_LIST, NBD_REP_ERR_PLATFORM, NULL, 0);
+	}
+	list_for_each_entry(vol, &node->volumes, node_entry) {
+		const char *name = config_item_name(&vol->group.cg_item);
+		u32 nlen = min_t(size_t, strlen(name), NAME_MAX);
+
+		if (!vol->enabled)
+			continue;
+		knbd_proto_encode_opt_reply((void *)(buf + used), NBD_OPT_LIST,
+					    NBD_REP_SERVER, 4 + nlen);
+		used += sizeof(struct nbd_wire_opt_reply);
+		put_unaligned_be32(nlen, buf + used);
+		memcpy(buf + used + 4, name, nlen);
+		used += 4 + nlen;
+	}
+	mutex_unlock(&node->lock);
+
+	ret = used ? knbd_send(conn->sock, buf, used, MSG_MORE) : 0;
+	kfree(buf);
+	if (ret)
+		return ret;
+	return knbd_opt_reply(conn, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
+}
+
+static int knbd_send_info_string(struct knbd_conn *conn, u32 option, u16 type,
+				 const char *str, u32 len)
+{
+	u8 *buf = kmalloc(2 + len, GFP_KERNEL);
+	int ret;
+
+	if (!buf)
+		return -ENOMEM;
+	put_unaligned_be16(type, buf);
+	memcpy(buf + 2, str, len);
+	ret = knbd_opt_reply(conn, option, NBD_REP_INFO, buf, 2 + len);
+	kfree(buf);
+	return ret;
+}
+
+/* NBD_OPT_INFO and NBD_OPT_GO; returns 1 when transmission begins. */
+static int knbd_opt_info_go(struct knbd_conn *conn, u32 option, u32 len)
+{
+	struct knbd_node *node = conn->node;
+	struct nbd_wire_info_block_size bs;
+	struct nbd_wire_info_export ie;
+	struct knbd_export_info ei;
+	struct knbd_go_req go;
+	struct knbd_volume *vol;
+	char *desc = NULL;
+	u32 err;
+	int ret;
+
+	err = knbd_proto_parse_go(conn->buf, len, &go);
+	if (err)
+		return knbd_opt_reply(conn, option, err, NULL, 0);
+
+	mutex_lock(&node->lock);
+	vol = knbd_find_volume(node, go.name, go.name_len);
+	if (vol) {
+		ei = vol->info;
+		if (go.want_description && vol->description)
+			desc = kstrdup(vol->description, GFP_KERNEL);
+		if (option == NBD_OPT_GO)
+			knbd_conn_attach(conn, vol);
+	}
+	mutex_unlock(&node->lock);
+	if (!vol) {
+		pr_info_ratelimited("client %pISpc: unknown export '%.*s'\n",
+				    &conn->peer, (int)min_t(u32, go.name_len, 64),
+				    go.name);
+		return knbd_opt_reply(conn, option, NBD_REP_ERR_UNKNOWN, NULL, 0);
+	}
+
+	knbd_proto_encode_info_export(&ie, &ei);
+	ret = knbd_opt_reply(conn, option, NBD_REP_INFO, &ie, sizeof(ie));
+	if (!ret && go.want_name)
+		ret = knbd_send_info_string(conn, option, NBD_INFO_NAME,
+					    config_item_name(&vol->group.cg_item),
+					    strlen(config_item_name(&vol->group.cg_item)));
+	if (!ret && desc)
+		ret = knbd_send_info_string(conn, option, NBD_INFO_DESCRIPTION,
+					    desc, strlen(desc));
+	kfree(desc);
+	/* Sent unasked too: the protocol lets clients ignore unknown info. */
+	knbd_proto_encode_info_block_size(&bs, &ei);
+	if (!ret)
+		ret = knbd_opt_reply(conn, option, NBD_REP_INFO, &bs, sizeof(bs));
+	if (!ret)
+		ret = knbd_opt_reply(conn, option, NBD_REP_ACK, NULL, 0);
+	if (ret)
+		return ret;
+	return option == NBD_OPT_GO ? 1 : 0;
+}
+
+/* NBD_OPT_EXPORT_NAME has no error reply: an unknown name ends the session. */
+static int knbd_opt_export_name(struct knbd_conn *conn, u32 len)
+{
+	struct knbd_node *node = conn->node;
+	struct {
+		struct nbd_wire_export_name_reply r;
+		u8 pad[NBD_EXPORT_NAME_PAD];
+	} __packed reply = { };
+	struct knbd_volume *vol = NULL;
+
+	mutex_lock(&node->lock);
+	if (!memchr(conn->buf, '\0', len))
+		vol = knbd_find_volume(node, conn->buf, len);
+	if (vol) {
+		reply.r.size = cpu_to_be64(vol->info.size);
+		reply.r.flags = cpu_to_be16(knbd_proto_transmission_flags(&vol->info));
+		knbd_conn_attach(conn, vol);
+	}
+	mutex_unlock(&node->lock);
+	if (!vol) {
+		pr_info_ratelimited("client %pISpc: unknown export '%.*s'\n",
+				    &conn->peer, (int)min_t(u32, len, 64),
+				    (char *)conn->buf);
+		return -ENOENT;
+	}
+	return knbd_send(conn->sock, &reply, conn->no_zeroes ?
+			 sizeof(reply.r) : sizeof(reply), 0) ?: 1;
+}
+
+/* Returns 1 when transmission begins, 0 to read the next option, or < 0. */
+static int knbd_handle_option(struct knbd_conn *conn, u32 option, u32 len)
+{
+	switch (option) {
+	case NBD_OPT_EXPORT_NAME:
+		return knbd_opt_export_name(conn, len);
+	case NBD_OPT_ABORT:
+		knbd_opt_reply(conn, option, NBD_REP_ACK, NULL, 0);
+		return -ECONNABORTED;
+	case NBD_OPT_LIST:
+		if (len)
+			return knbd_opt_reply(conn, option, NBD_REP_ERR_INVALID,
+					      NULL, 0);
+		return knbd_opt_list(conn);
+	case NBD_OPT_INFO:
+	case NBD_OPT_GO:
+		return knbd_opt_info_go(conn, option, len);
+	default:
+		/* STARTTLS, STRUCTURED_REPLY, meta contexts and the unknown. */
+		return knbd_opt_reply(conn, option, NBD_REP_ERR_UNSUP, NULL, 0);
+	}
+}
+
+static int knbd_handshake(struct knbd_conn *conn)
+{
+	struct nbd_wire_hello hello;
+	struct nbd_wire_opt opt;
+	u32 option, len;
+	__be32 cflags;
+	int ret, n;
+
+	knbd_proto_encode_hello(&hello);
+	ret = knbd_send(conn->sock, &hello, sizeof(hello), 0);
+	if (ret)
+		return ret;
+	ret = knbd_recv(conn->sock, &cflags, sizeof(cflags));
+	if (ret)
+		return ret;
+	ret = knbd_proto_check_client_flags(be32_to_cpu(cflags), &conn->no_zeroes);
+	if (ret) {
+		pr_warn_ratelimited("client %pISpc: unsupported client flags %#x\n",
+				    &conn->peer, be32_to_cpu(cflags));
+		return ret;
+	}
+
+	for (n = 0; n < KNBD_MAX_OPTIONS; n++) {
+		ret = knbd_recv(conn->sock, &opt, sizeof(opt));
+		if (ret)
+			return ret;
+		ret = knbd_proto_decode_opt(&opt, &option, &len);
+		if (ret) {
+			pr_warn_ratelimited("client %pISpc: bad option magic\n",
+					    &conn->peer);
+			return ret;
+		}
+		if (len > KNBD_OPT_MAX_PARSE) {
+			if (len > KNBD_OPT_MAX_DRAIN || option == NBD_OPT_EXPORT_NAME) {
+				pr_warn_ratelimited("client %pISpc: option %u length %u too large\n",
+						    &conn->peer, option, len);
+				return -EMSGSIZE;
+			}
+			ret = knbd_drain(conn, len);
+			if (!ret)
+				ret = knbd_opt_reply(conn, option, NBD_REP_ERR_TOO_BIG,
+						     NULL, 0);
+			if (ret)
+				return ret;
+			continue;
+		}
+		ret = knbd_recv(conn->sock, conn->buf, len);
+		if (ret)
+			return ret;
+		ret = knbd_handle_option(conn, option, len);
+		if (ret)
+			return ret < 0 ? ret : 0;
+	}
+	pr_warn_ratelimited("client %pISpc: more than %d options, closing\n",
+			    &conn->peer, KNBD_MAX_OPTIONS);
+	return -E2BIG;
+}
+
+/* ---- transmission ---- */
+
+static int knbd_reject(struct knbd_conn *conn, const struct knbd_cmd *cmd,
+		       u32 nbd_err)
+{
+	int ret = knbd_drain(conn, knbd_proto_payload_len(cmd));
+
+	if (ret)
+		return ret;
+	atomic64_inc(&conn->vol->stats.errors);
+	return knbd_conn_send_reply(conn, cmd->cookie, nbd_err, NULL, 0, 0);
+}
+
+static void knbd_transmission(struct knbd_conn *conn)
+{
+	struct knbd_volume *vol = conn->vol;
+	struct nbd_wire_request wire;
+	enum knbd_req_verdict verdict;
+	struct knbd_req *req;
+	struct knbd_cmd cmd;
+	u32 nbd_err, mem;
+
+	for (;;) {
+		if (knbd_recv(conn->sock, &wire, sizeof(wire)))
+			return;
+		if (knbd_proto_decode_request(&wire, &cmd)) {
+			pr_warn_ratelimited("client %pISpc: bad request magic %#x, closing\n",
+					    &conn->peer, be32_to_cpu(wire.magic));
+			return;
+		}
+		verdict = knbd_proto_check_request(&cmd, &vol->info, &nbd_err);
+		switch (verdict) {
+		case KNBD_REQ_DISC:
+			return;
+		case KNBD_REQ_FATAL:
+			pr_warn_ratelimited("client %pISpc: %s length %u over %u, closing\n",
+					    &conn->peer, knbd_proto_cmd_name(cmd.type),
+					    cmd.len, KNBD_MAX_REQ_BYTES);
+			return;
+		case KNBD_REQ_ERROR:
+			if (knbd_reject(conn, &cmd, nbd_err))
+				return;
+			continue;
+		case KNBD_REQ_OK:
+			break;
+		}
+
+		mem = knbd_cmd_mem_bytes(&cmd);
+		wait_event(conn->wait, knbd_conn_has_room(conn, mem));
+		req = knbd_req_alloc(conn, &cmd);
+		if (!req) {
+			knbd_conn_unreserve(conn, mem);
+			if (knbd_reject(conn, &cmd, NBD_ENOMEM))
+				return;
+			continue;
+		}
+		if (cmd.type == NBD_CMD_WRITE &&
+		    knbd_recv_bvec(conn->sock, req->bvec, req->nr_bvec, cmd.len)) {
+			knbd_req_free(req);
+			knbd_conn_unreserve(conn, mem);
+			return;
+		}
+		kref_get(&conn->ref);
+		knbd_io_submit(req);
+	}
+}
+
+static void knbd_conn_set_rcvtimeo(struct knbd_conn *conn, long timeo)
+{
+	lock_sock(conn->sock->sk);
+	conn->sock->sk->sk_rcvtimeo = timeo;
+	release_sock(conn->sock->sk);
+}
+
+static void knbd_conn_recv_work(struct work_struct *work)
+{
+	struct knbd_conn *conn = container_of(work, struct knbd_conn, recv_work);
+	struct knbd_node *node = conn->node;
+
+	if (!knbd_handshake(conn) && conn->vol) {
+		knbd_conn_set_rcvtimeo(conn, MAX_SCHEDULE_TIMEOUT);
+		WRITE_ONCE(conn->state, KNBD_CONN_TRANSMISSION);
+		knbd_transmission(conn);
+	}
+
+	/* Answer everything already read before the socket goes away. */
+	WRITE_ONCE(conn->state, KNBD_CONN_CLOSING);
+	wait_event(conn->wait, knbd_conn_idle(conn));
+
+	mutex_lock(&node->conns_lock);
+	list_del(&conn->node_entry);
+	mutex_unlock(&node->conns_lock);
+	knbd_conn_put(conn);
+}
+
+static int knbd_conn_create(struct knbd_node *node, struct socket *sock)
+{
+	struct knbd_conn *conn;
+
+	conn = kzalloc(sizeof(*conn), GFP_KERNEL);
+	if (!conn)
+		return -ENOMEM;
+	conn->buf = kmalloc(KNBD_OPT_MAX_PARSE, GFP_KERNEL);
+	if (!conn->buf) {
+		kfree(conn);
+		return -ENOMEM;
+	}
+	kref_init(&conn->ref);
+	conn->node = node;
+	conn->sock = sock;
+	mutex_init(&conn->send_lock);
+	spin_lock_init(&conn->lock);
+	init_waitqueue_head(&conn->wait);
+	INIT_WORK(&conn->recv_work, knbd_conn_recv_work);
+	if (kernel_getpeername(sock, (struct sockaddr *)&conn->peer) < 0)
+		conn->peer.ss_family = AF_UNSPEC;
+
+	tcp_sock_set_nodelay(sock->sk);
+	sock_set_sndtimeo(sock->sk, KNBD_SEND_TIMEOUT_SECS);
+	knbd_conn_set_rcvtimeo(conn, KNBD_HANDSHAKE_TIMEOUT);
+
+	atomic_inc(&node->nr_conns);
+	atomic_inc(&knbd_total_conns);
+	mutex_lock(&node->conns_lock);
+	conn->id = node->next_conn_id++;
+	list_add_tail(&conn->node_entry, &node->conns);
+	mutex_unlock(&node->conns_lock);
+
+	queue_work(knbd_wq, &conn->recv_work);
+	return 0;
+}
+
+/* ---- node listener ---- */
+
+static void knbd_accept_work(struct work_struct *work)
+{
+	struct knbd_node *node = container_of(work, struct knbd_node, accept_work);
+	struct socket *sock;
+	int ret;
+
+	for (;;) {
+		ret = kernel_accept(node->listen_sock, &sock, O_NONBLOCK);
+		if (ret < 0) {
+			if (ret != -EAGAIN)
+				pr_warn_ratelimited("node %s: accept failed: %d\n",
+						    config_item_name(&node->group.cg_item),
+						    ret);
+			return;
+		}
+		if (atomic_read(&node->nr_conns) >= READ_ONCE(node->max_conns) ||
+		    atomic_read(&knbd_total_conns) >= KNBD_MAX_CONNS_LIMIT) {
+			pr_warn_ratelimited("node %s: connection limit reached, refusing client\n",
+					    config_item_name(&node->group.cg_item));
+			sock_release(sock);
+			continue;
+		}
+		ret = knbd_conn_create(node, sock);
+		if (ret) {
+			pr_warn_ratelimited("node %s: cannot set up connection: %d\n",
+					    config_item_name(&node->group.cg_item), ret);
+			sock_release(sock);
+		}
+	}
+}
+
+static void knbd_listen_data_ready(struct sock *sk)
+{
+	struct knbd_node *node;
+
+	read_lock_bh(&sk->sk_callback_lock);
+	node = sk->sk_user_data;
+	if (node && sk->sk_state == TCP_LISTEN)
+		queue_work(system_wq, &node->accept_work);
+	read_unlock_bh(&sk->sk_callback_lock);
+}
+
+void knbd_node_init_work(struct knbd_node *node)
+{
+	INIT_WORK(&node->accept_work, knbd_accept_work);
+}
+
+int knbd_node_enable(struct knbd_node *node)
+{
+	struct sockaddr_storage addr = node->listen_addr;
+	struct socket *sock;
+	struct net *net;
+	int addrlen, ret;
+
+	lockdep_assert_held(&node->lock);
+	if (addr.ss_family == AF_INET6) {
+		((struct sockaddr_in6 *)&addr)->sin6_port = htons(node->listen_port);
+		addrlen = sizeof(struct sockaddr_in6);
+	} else {
+		((struct sockaddr_in *)&addr)->sin_port = htons(node->listen_port);
+		addrlen = sizeof(struct sockaddr_in);
+	}
+
+	/* Kernel sockets do not pin their namespace: hold it ourselves. */
+	net = get_net(current->nsproxy->net_ns);
+	ret = sock_create_kern(net, addr.ss_family, SOCK_STREAM, IPPROTO_TCP, &sock);
+	if (ret)
+		goto err_net;
+	sock_set_reuseaddr(sock->sk);
+	ret = kernel_bind(sock, (struct sockaddr *)&addr, addrlen);
+	if (ret) {
+		pr_warn_ratelimited("node %s: cannot bind %pISpc: %d\n",
+				    config_item_name(&node->group.cg_item), &addr, ret);
+		goto err_sock;
+	}
+	ret = kernel_listen(sock, 128);
+	if (ret)
+		goto err_sock;
+
+	node->net = net;
+	node->listen_sock = sock;
+	write_lock_bh(&sock->sk->sk_callback_lock);
+	sock->sk->sk_user_data = node;
+	node->saved_data_ready = sock->sk->sk_data_ready;
+	sock->sk->sk_data_ready = knbd_listen_data_ready;
+	write_unlock_bh(&sock->sk->sk_callback_lock);
+	/* Clients that connected before the callback was in place. */
+	queue_work(system_wq, &node->accept_work);
+
+	pr_info("node %s: listening on %pISpc\n",
+		config_item_name(&node->group.cg_item), &addr);
+	return 0;
+
+err_sock:
+	sock_release(sock);
+err_net:
+	put_net(net);
+	return ret;
+}
+
+/* Shut down the sockets of all clients of a node (vol == NULL) or of one volume. */
+void knbd_node_close_volume_conns(struct knbd_node *node, struct knbd_volume *vol)
+{
+	struct knbd_conn *conn;
+
+	mutex_lock(&node->conns_lock);
+	list_for_each_entry(conn, &node->conns, node_entry)
+		if (!vol || READ_ONCE(conn->vol) == vol)
+			kernel_sock_shutdown(conn->sock, SHUT_RDWR);
+	mutex_unlock(&node->conns_lock);
+}
+
+void knbd_node_disable(struct knbd_node *node)
+{
+	struct socket *sock = node->listen_sock;
+
+	lockdep_assert_held(&node->lock);
+	write_lock_bh(&sock->sk->sk_callback_lock);
+	sock->sk->sk_data_ready = node->saved_data_ready;
+	sock->sk->sk_user_data = NULL;
+	write_unlock_bh(&sock->sk->sk_callback_lock);
+	cancel_work_sync(&node->accept_work);
+	sock_release(sock);
+	node->listen_sock = NULL;
+
+	knbd_node_close_volume_conns(node, NULL);
+	wait_var_event(&node->nr_conns, !atomic_read(&node->nr_conns));
+
+	put_net(node->net);
+	node->net = NULL;
+	pr_info("node %s: disabled\n", config_item_name(&node->group.cg_item));
+}
+
+static int __init knbd_init(void)
+{
+	int ret = -ENOMEM;
+
+	knbd_wq = alloc_workqueue("knbd", WQ_UNBOUND | WQ_MEM_RECLAIM,
+				  WQ_UNBOUND_MAX_ACTIVE);
+	if (!knbd_wq)
+		goto err;
+	knbd_io_wq = alloc_workqueue("knbd_io", WQ_UNBOUND | WQ_MEM_RECLAIM,
+				     WQ_UNBOUND_MAX_ACTIVE);
+	if (!knbd_io_wq)
+		goto err_wq;
+	ret = knbd_configfs_init();
+	if (ret)
+		goto err_io_wq;
+	pr_info("loaded\n");
+	return 0;
+
+err_io_wq:
+	destroy_workqueue(knbd_io_wq);
+err_wq:
+	destroy_workqueue(knbd_wq);
+err:
+	return ret;
+}
+
+static void __exit knbd_exit(void)
+{
+	/* configfs pins the module while any node exists: nothing is left. */
+	knbd_configfs_exit();
+	destroy_workqueue(knbd_io_wq);
+	destroy_workqueue(knbd_wq);
+	pr_info("unloaded\n");
+}
+
+module_init(knbd_init);
+module_exit(knbd_exit);
+MODULE_DESCRIPTION("knbd: in-kernel scale-out NBD server");
+MODULE_LICENSE("GPL");

@@ -1,0 +1,251 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * knbd private definitions shared by the files of the module.
+ *
+ * Object model (see Documentation/design.rst):
+ *   knbd_node    one member server: a listener in one network namespace,
+ *                created with mkdir under configfs nodes/.
+ *   knbd_volume  one export of a node, backed by a file or block device.
+ *   knbd_conn    one client TCP connection, refcounted; the receive work
+ *                owns the initial reference, each request in flight one more.
+ *   knbd_req     one NBD command between parsing and its reply.
+ */
+#ifndef _KNBD_H
+#define _KNBD_H
+
+#include <linux/atomic.h>
+#include <linux/bvec.h>
+#include <linux/configfs.h>
+#include <linux/kref.h>
+#include <linux/list.h>
+#include <linux/mutex.h>
+#include <linux/sizes.h>
+#include <linux/socket.h>
+#include <linux/types.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+
+#include <knbd/nbd_proto.h>
+
+#define KNBD_DEFAULT_PORT		10809
+#define KNBD_DEFAULT_MAX_CONNS		64
+#define KNBD_MAX_CONNS_LIMIT		WQ_UNBOUND_MAX_ACTIVE
+#define KNBD_MAX_VOLUMES		64
+
+/* Largest READ or WRITE payload accepted (advertised as maximum block size). */
+#define KNBD_MAX_REQ_BYTES		SZ_32M
+#define KNBD_PREF_BLOCK			4096U
+#define KNBD_DEFAULT_MIN_BLOCK		512U
+#define KNBD_MAX_MIN_BLOCK		4096U
+
+/*
+ * Per-connection bounds: a client may keep this many requests and payload
+ * bytes in flight before the receive side stops reading its socket and
+ * TCP flow control pushes back.
+ */
+#define KNBD_CONN_MAX_INFLIGHT		256U
+#define KNBD_CONN_MAX_BYTES		SZ_64M
+
+/* Handshake limits: option data we parse, drain, or consider hostile. */
+#define KNBD_OPT_MAX_PARSE		(NBD_MAX_STRING + 4 + 2 + 2 * 64)
+#define KNBD_OPT_MAX_DRAIN		SZ_1M
+#define KNBD_MAX_OPTIONS		256
+#define KNBD_HANDSHAKE_TIMEOUT		(30 * HZ)
+#define KNBD_SEND_TIMEOUT_SECS		30
+
+/* ---- pure protocol logic (proto.c): no sockets, no files ---- */
+
+/* A decoded transmission request. */
+struct knbd_cmd {
+	u64 cookie;
+	u64 offset;
+	u32 len;
+	u16 type;
+	u16 flags;
+};
+
+/* What a client may do with an export, as advertised in the handshake. */
+struct knbd_export_info {
+	u64 size;
+	u32 min_block;
+	u32 pref_block;
+	u32 max_block;
+	bool readonly;
+};
+
+/* The parsed data of NBD_OPT_INFO / NBD_OPT_GO. */
+struct knbd_go_req {
+	const char *name;	/* points into the option data, not NUL terminated */
+	u32 name_len;
+	bool want_name;
+	bool want_description;
+	bool want_block_size;
+};
+
+/* Verdict for one request header. */
+enum knbd_req_verdict {
+	KNBD_REQ_OK,		/* execute it */
+	KNBD_REQ_ERROR,		/* reply with *nbd_err (after draining any payload) */
+	KNBD_REQ_DISC,		/* orderly disconnect */
+	KNBD_REQ_FATAL,		/* protocol violation: close the connection */
+};
+
+void knbd_proto_encode_hello(struct nbd_wire_hello *hello);
+int knbd_proto_check_client_flags(u32 flags, bool *no_zeroes);
+int knbd_proto_decode_opt(const struct nbd_wire_opt *wire, u32 *option, u32 *len);
+void knbd_proto_encode_opt_reply(struct nbd_wire_opt_reply *reply, u32 option,
+				 u32 type, u32 len);
+u32 knbd_proto_parse_go(const void *data, u32 len, struct knbd_go_req *req);
+u16 knbd_proto_transmission_flags(const struct knbd_export_info *ei);
+void knbd_proto_encode_info_export(struct nbd_wire_info_export *info,
+				   const struct knbd_export_info *ei);
+void knbd_proto_encode_info_block_size(struct nbd_wire_info_block_size *info,
+				       const struct knbd_export_info *ei);
+int knbd_proto_decode_request(const struct nbd_wire_request *wire,
+			      struct knbd_cmd *cmd);
+enum knbd_req_verdict knbd_proto_check_request(const struct knbd_cmd *cmd,
+					       const struct knbd_export_info *ei,
+					       u32 *nbd_err);
+u32 knbd_proto_payload_len(const struct knbd_cmd *cmd);
+void knbd_proto_encode_reply(struct nbd_wire_simple_reply *reply, u64 cookie,
+			     u32 nbd_err);
+u32 knbd_proto_errno_to_nbd(int err);
+const char *knbd_proto_cmd_name(u16 type);
+
+/* ---- objects ---- */
+
+struct knbd_vol_stats {
+	atomic64_t reads;
+	atomic64_t writes;
+	atomic64_t read_bytes;
+	atomic64_t write_bytes;
+	atomic64_t flushes;
+	atomic64_t trims;
+	atomic64_t write_zeroes;
+	atomic64_t errors;
+};
+
+struct knbd_node {
+	struct config_group group;
+	struct config_group volumes_group;
+
+	/* Protects configuration, the enable state and the volume list. */
+	struct mutex lock;
+	struct list_head volumes;
+	unsigned int nr_volumes;
+	struct sockaddr_storage listen_addr;
+	u16 listen_port;
+	u32 max_conns;
+	bool enabled;
+
+	/* Valid while enabled. */
+	struct net *net;
+	struct socket *listen_sock;
+	void (*saved_data_ready)(struct sock *sk);
+	struct work_struct accept_work;
+
+	/* Client connections; lock order: lock -> conns_lock. */
+	struct mutex conns_lock;
+	struct list_head conns;
+	atomic_t nr_conns;
+	u64 next_conn_id;
+};
+
+struct knbd_volume {
+	struct config_group group;
+	struct knbd_node *node;
+	struct list_head node_entry;	/* node->volumes, under node->lock */
+
+	/* Configuration, under node->lock; frozen while enabled. */
+	char *backing_path;
+	char *description;
+	u64 size_cfg;
+	u32 min_block;
+	bool readonly;
+	bool enabled;
+
+	/* Valid while enabled. */
+	struct file *backing;
+	struct knbd_export_info info;
+
+	/* Connections attached to this export; disable waits for zero. */
+	atomic_t nr_conns;
+	struct knbd_vol_stats stats;
+};
+
+enum knbd_conn_state {
+	KNBD_CONN_HANDSHAKE,
+	KNBD_CONN_TRANSMISSION,
+	KNBD_CONN_CLOSING,
+};
+
+struct knbd_conn {
+	struct kref ref;
+	struct knbd_node *node;
+	struct knbd_volume *vol;	/* set once under node->lock at GO */
+	struct socket *sock;
+	struct list_head node_entry;	/* node->conns, under conns_lock */
+	struct work_struct recv_work;
+	u64 id;
+	struct sockaddr_storage peer;
+	enum knbd_conn_state state;
+	bool no_zeroes;
+
+	/* Serialises replies: header and data of one reply stay together. */
+	struct mutex send_lock;
+
+	/* In-flight accounting; the receive side waits here for room. */
+	spinlock_t lock;
+	unsigned int inflight;
+	u64 inflight_bytes;
+	wait_queue_head_t wait;
+
+	atomic64_t ops;
+	atomic64_t bytes;
+
+	/* Scratch space for the handshake and for draining refused payloads. */
+	void *buf;
+};
+
+struct knbd_req {
+	struct knbd_conn *conn;
+	struct work_struct work;
+	struct knbd_cmd cmd;
+	u32 nbd_err;
+	unsigned int nr_bvec;
+	struct bio_vec *bvec;
+	struct bio_vec inline_bvec[];
+};
+
+/* Payload memory a request pins while in flight, counted against the budget. */
+static inline u32 knbd_cmd_mem_bytes(const struct knbd_cmd *cmd)
+{
+	if (cmd->type == NBD_CMD_READ || cmd->type == NBD_CMD_WRITE)
+		return cmd->len;
+	return 0;
+}
+
+/* core.c */
+extern struct workqueue_struct *knbd_wq;
+extern struct workqueue_struct *knbd_io_wq;
+void knbd_node_init_work(struct knbd_node *node);
+int knbd_node_enable(struct knbd_node *node);
+void knbd_node_disable(struct knbd_node *node);
+void knbd_node_close_volume_conns(struct knbd_node *node, struct knbd_volume *vol);
+void knbd_conn_put(struct knbd_conn *conn);
+void knbd_conn_req_done(struct knbd_conn *conn, u32 data_len);
+int knbd_conn_send_reply(struct knbd_conn *conn, u64 cookie, u32 nbd_err,
+			 struct bio_vec *bvec, unsigned int nr_bvec, u32 len);
+
+/* io.c */
+int knbd_backing_open(struct knbd_volume *vol);
+void knbd_backing_close(struct knbd_volume *vol);
+struct knbd_req *knbd_req_alloc(struct knbd_conn *conn, const struct knbd_cmd *cmd);
+void knbd_req_free(struct knbd_req *req);
+void knbd_io_submit(struct knbd_req *req);
+
+/* configfs.c */
+int knbd_configfs_init(void);
+void knbd_configfs_exit(void);
+
+#endif /* _KNBD_H */

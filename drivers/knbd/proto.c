@@ -1,0 +1,278 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * NBD protocol logic with no socket or file behind it: decoding and
+ * checking what a client sends, encoding what the server answers.  Kept
+ * apart so that KUnit can drive every branch directly (kunit/proto_test.c).
+ */
+#define pr_fmt(fmt) "knbd: " fmt
+
+#include <linux/errno.h>
+#include <linux/kernel.h>
+#include <linux/string.h>
+#include <linux/overflow.h>
+#include <asm/byteorder.h>
+#include <asm/unaligned.h>
+
+#include "knbd.h"
+
+void knbd_proto_encode_hello(struct nbd_wire_hello *hello)
+{
+	hello->magic = cpu_to_be64(NBD_MAGIC_INIT);
+	hello->opt_magic = cpu_to_be64(NBD_MAGIC_IHAVEOPT);
+	hello->flags = cpu_to_be16(NBD_HS_FLAG_FIXED_NEWSTYLE |
+				   NBD_HS_FLAG_NO_ZEROES);
+}
+
+/*
+ * Only fixed newstyle clients are served: without that flag a client cannot
+ * understand option errors, so every unsupported option would end the
+ * session.  Unknown client flags are a protocol error as well.
+ */
+int knbd_proto_check_client_flags(u32 flags, bool *no_zeroes)
+{
+	if (!(flags & NBD_CL_FLAG_FIXED_NEWSTYLE))
+		return -EPROTO;
+	if (flags & ~(NBD_CL_FLAG_FIXED_NEWSTYLE | NBD_CL_FLAG_NO_ZEROES))
+		return -EPROTO;
+	*no_zeroes = flags & NBD_CL_FLAG_NO_ZEROES;
+	return 0;
+}
+
+int knbd_proto_decode_opt(const struct nbd_wire_opt *wire, u32 *option, u32 *len)
+{
+	if (be64_to_cpu(wire->magic) != NBD_MAGIC_IHAVEOPT)
+		return -EPROTO;
+	*option = be32_to_cpu(wire->option);
+	*len = be32_to_cpu(wire->len);
+	return 0;
+}
+
+void knbd_proto_encode_opt_reply(struct nbd_wire_opt_reply *reply, u32 option,
+				 u32 type, u32 len)
+{
+	reply->magic = cpu_to_be64(NBD_MAGIC_OPT_REPLY);
+	reply->option = cpu_to_be32(option);
+	reply->type = cpu_to_be32(type);
+	reply->len = cpu_to_be32(len);
+}
+
+/*
+ * Parse the data of NBD_OPT_INFO / NBD_OPT_GO:
+ *   u32 name length, name, u16 number of info requests, u16 each.
+ * Returns 0 or the NBD_REP_ERR_* to answer with.  Unknown info requests
+ * are ignored as the protocol asks.
+ */
+u32 knbd_proto_parse_go(const void *data, u32 len, struct knbd_go_req *req)
+{
+	const u8 *p = data;
+	u32 name_len;
+	u16 nr, i;
+
+	memset(req, 0, sizeof(*req));
+	if (len < 4 + 2)
+		return NBD_REP_ERR_INVALID;
+	name_len = get_unaligned_be32(p);
+	if (name_len > NBD_MAX_STRING || name_len > len - 4 - 2)
+		return NBD_REP_ERR_INVALID;
+	nr = get_unaligned_be16(p + 4 + name_len);
+	if (len != 4 + name_len + 2 + 2 * (u32)nr)
+		return NBD_REP_ERR_INVALID;
+	if (memchr(p + 4, '\0', name_len))
+		return NBD_REP_ERR_INVALID;
+
+	req->name = (const char *)p + 4;
+	req->name_len = name_len;
+	for (i = 0; i < nr; i++) {
+		switch (get_unaligned_be16(p + 4 + name_len + 2 + 2 * i)) {
+		case NBD_INFO_NAME:
+			req->want_name = true;
+			break;
+		case NBD_INFO_DESCRIPTION:
+			req->want_description = true;
+			break;
+		case NBD_INFO_BLOCK_SIZE:
+			req->want_block_size = true;
+			break;
+		default:
+			break;
+		}
+	}
+	return 0;
+}
+
+u16 knbd_proto_transmission_flags(const struct knbd_export_info *ei)
+{
+	u16 flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
+		    NBD_FLAG_CAN_MULTI_CONN;
+
+	if (ei->readonly)
+		return flags | NBD_FLAG_READ_ONLY;
+	return flags | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM |
+	       NBD_FLAG_SEND_WRITE_ZEROES;
+}
+
+void knbd_proto_encode_info_export(struct nbd_wire_info_export *info,
+				   const struct knbd_export_info *ei)
+{
+	info->type = cpu_to_be16(NBD_INFO_EXPORT);
+	info->size = cpu_to_be64(ei->size);
+	info->flags = cpu_to_be16(knbd_proto_transmission_flags(ei));
+}
+
+void knbd_proto_encode_info_block_size(struct nbd_wire_info_block_size *info,
+				       const struct knbd_export_info *ei)
+{
+	info->type = cpu_to_be16(NBD_INFO_BLOCK_SIZE);
+	info->min = cpu_to_be32(ei->min_block);
+	info->preferred = cpu_to_be32(ei->pref_block);
+	info->max = cpu_to_be32(ei->max_block);
+}
+
+int knbd_proto_decode_request(const struct nbd_wire_request *wire,
+			      struct knbd_cmd *cmd)
+{
+	if (be32_to_cpu(wire->magic) != NBD_MAGIC_REQUEST)
+		return -EPROTO;
+	cmd->flags = be16_to_cpu(wire->flags);
+	cmd->type = be16_to_cpu(wire->type);
+	cmd->cookie = be64_to_cpu(wire->cookie);
+	cmd->offset = be64_to_cpu(wire->offset);
+	cmd->len = be32_to_cpu(wire->len);
+	return 0;
+}
+
+static u16 knbd_cmd_allowed_flags(u16 type)
+{
+	switch (type) {
+	case NBD_CMD_WRITE:
+	case NBD_CMD_TRIM:
+		return NBD_CMD_FLAG_FUA;
+	case NBD_CMD_WRITE_ZEROES:
+		return NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE;
+	default:
+		/* FUA means nothing here, but harmless: accept and ignore it. */
+		return NBD_CMD_FLAG_FUA;
+	}
+}
+
+/*
+ * Decide what to do with a decoded request before any payload is read.
+ * The order of the checks fixes which error a request with several faults
+ * gets: unknown command, bad flags, read-only, size, alignment, range.
+ * Only a WRITE whose payload cannot be bounded is fatal: its bytes would
+ * otherwise have to be read and thrown away to find the next header.
+ */
+enum knbd_req_verdict knbd_proto_check_request(const struct knbd_cmd *cmd,
+					       const struct knbd_export_info *ei,
+					       u32 *nbd_err)
+{
+	bool is_write = false;
+	u64 end;
+
+	*nbd_err = 0;
+	switch (cmd->type) {
+	case NBD_CMD_DISC:
+		return KNBD_REQ_DISC;
+	case NBD_CMD_WRITE:
+		if (cmd->len > KNBD_MAX_REQ_BYTES)
+			return KNBD_REQ_FATAL;
+		fallthrough;
+	case NBD_CMD_TRIM:
+	case NBD_CMD_WRITE_ZEROES:
+		is_write = true;
+		break;
+	case NBD_CMD_READ:
+		break;
+	case NBD_CMD_FLUSH:
+		/* Offset and length of FLUSH are reserved; clients send 0. */
+		if (cmd->flags & ~knbd_cmd_allowed_flags(cmd->type))
+			goto einval;
+		return KNBD_REQ_OK;
+	default:
+		goto einval;
+	}
+
+	if (cmd->flags & ~knbd_cmd_allowed_flags(cmd->type))
+		goto einval;
+	if (is_write && ei->readonly) {
+		*nbd_err = NBD_EPERM;
+		return KNBD_REQ_ERROR;
+	}
+	if (cmd->len == 0)
+		goto einval;
+	if (cmd->type == NBD_CMD_READ && cmd->len > KNBD_MAX_REQ_BYTES)
+		goto einval;
+	if (ei->min_block > 1 &&
+	    ((cmd->offset | cmd->len) & (ei->min_block - 1)))
+		goto einval;
+	if (check_add_overflow(cmd->offset, (u64)cmd->len, &end) ||
+	    end > ei->size) {
+		*nbd_err = is_write ? NBD_ENOSPC : NBD_EINVAL;
+		return KNBD_REQ_ERROR;
+	}
+	return KNBD_REQ_OK;
+
+einval:
+	*nbd_err = NBD_EINVAL;
+	return KNBD_REQ_ERROR;
+}
+
+u32 knbd_proto_payload_len(const struct knbd_cmd *cmd)
+{
+	return cmd->type == NBD_CMD_WRITE ? cmd->len : 0;
+}
+
+void knbd_proto_encode_reply(struct nbd_wire_simple_reply *reply, u64 cookie,
+			     u32 nbd_err)
+{
+	reply->magic = cpu_to_be32(NBD_MAGIC_SIMPLE_REPLY);
+	reply->error = cpu_to_be32(nbd_err);
+	reply->cookie = cpu_to_be64(cookie);
+}
+
+/* Map a kernel errno from the backing store to the protocol's small set. */
+u32 knbd_proto_errno_to_nbd(int err)
+{
+	switch (err) {
+	case 0:
+		return 0;
+	case -EPERM:
+	case -EACCES:
+	case -EROFS:
+		return NBD_EPERM;
+	case -ENOMEM:
+		return NBD_ENOMEM;
+	case -EINVAL:
+		return NBD_EINVAL;
+	case -ENOSPC:
+	case -EDQUOT:
+	case -EFBIG:
+		return NBD_ENOSPC;
+	case -EOPNOTSUPP:
+		return NBD_ENOTSUP;
+	case -ESHUTDOWN:
+		return NBD_ESHUTDOWN;
+	default:
+		return NBD_EIO;
+	}
+}
+
+const char *knbd_proto_cmd_name(u16 type)
+{
+	switch (type) {
+	case NBD_CMD_READ:
+		return "READ";
+	case NBD_CMD_WRITE:
+		return "WRITE";
+	case NBD_CMD_DISC:
+		return "DISC";
+	case NBD_CMD_FLUSH:
+		return "FLUSH";
+	case NBD_CMD_TRIM:
+		return "TRIM";
+	case NBD_CMD_WRITE_ZEROES:
+		return "WRITE_ZEROES";
+	default:
+		return "UNKNOWN";
+	}
+}
