@@ -580,6 +580,15 @@ static int knbd_conn_create(struct knbd_node *node, struct socket *sock)
 	if (kernel_getpeername(sock, (struct sockaddr *)&conn->peer) < 0)
 		conn->peer.ss_family = AF_UNSPEC;
 
+	/*
+	 * The child inherited the listener's callback and user data; the
+	 * listener's callback would swallow the wakeups of our receiver.
+	 */
+	write_lock_bh(&sock->sk->sk_callback_lock);
+	sock->sk->sk_data_ready = node->saved_data_ready;
+	sock->sk->sk_user_data = NULL;
+	write_unlock_bh(&sock->sk->sk_callback_lock);
+
 	tcp_sock_set_nodelay(sock->sk);
 	sock_set_sndtimeo(sock->sk, KNBD_SEND_TIMEOUT_SECS);
 	knbd_conn_set_rcvtimeo(conn, KNBD_HANDSHAKE_TIMEOUT);
