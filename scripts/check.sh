@@ -1,0 +1,173 @@
+#!/bin/bash
+# knbd test runner: `make check` (and CI, through .ci/run) calls this.
+#
+# usage: scripts/check.sh [STAGE...]     stages: static kunit vm debug (default: all but debug,
+#                                        plus debug when KNBD_CHECK_DEBUG=1)
+#
+# Every stage prints one line per test, "PASS: name" or "FAIL: name: why"; this script counts
+# them and ends with the line "N passed, N failed". Exit status is 0 only if nothing failed
+# and every stage ran. Logs of each stage go to $KNBD_LOGDIR (default out/check/).
+set -uo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO" || exit 2
+LOGDIR=${KNBD_LOGDIR:-$REPO/out/check}
+CACHE=${KNBD_CACHE:-/var/cache/knbd}
+export KNBD_CACHE=$CACHE
+mkdir -p "$LOGDIR" "$CACHE"
+RESULTS=$LOGDIR/results.txt
+: >"$RESULTS"
+
+stages=("$@")
+if [ ${#stages[@]} -eq 0 ]; then
+	stages=(static kunit vm)
+	[ "${KNBD_CHECK_DEBUG:-0}" = 1 ] && stages+=(debug)
+fi
+
+t0=$SECONDS
+step() { printf '\n=== %s (%ds) ===\n' "$*" $((SECONDS - t0)); }
+pass() { echo "PASS: $1" | tee -a "$RESULTS"; }
+fail() { echo "FAIL: $1: $2" | tee -a "$RESULTS"; }
+# Copy the PASS/FAIL lines of a stage's log into the results.
+collect() { grep -a -E '^(PASS|FAIL): ' "$1" >>"$RESULTS" || true; }
+
+step "dependencies"
+if ! scripts/deps.sh; then
+	fail deps "scripts/deps.sh failed"
+fi
+
+step "build knbd.ko"
+if make -s modules >"$LOGDIR/build.log" 2>&1 && [ -f knbd.ko ]; then
+	pass build
+else
+	tail -30 "$LOGDIR/build.log"
+	fail build "make failed, see $LOGDIR/build.log"
+fi
+
+# checkpatch.pl and its data files come from the linux-source tarball (once, cached).
+checkpatch_path() {
+	local dir=$CACHE/checkpatch
+	if [ ! -x "$dir/scripts/checkpatch.pl" ]; then
+		mkdir -p "$dir"
+		tar -C "$dir" --strip-components=1 -xJf /usr/src/linux-source-6.1.tar.xz \
+			linux-source-6.1/scripts/checkpatch.pl linux-source-6.1/scripts/spelling.txt \
+			linux-source-6.1/scripts/const_structs.checkpatch || return 1
+	fi
+	echo "$dir/scripts/checkpatch.pl"
+}
+
+stage_static() {
+	local cp files
+	step "static: checkpatch --strict"
+	files=$(find drivers include -name '*.[ch]' | sort)
+	if cp=$(checkpatch_path) &&
+		perl "$cp" --no-tree --strict --terse --show-types -f $files >"$LOGDIR/checkpatch.log" 2>&1 &&
+		! grep -q -E ': (ERROR|WARNING|CHECK):' "$LOGDIR/checkpatch.log"; then
+		pass static.checkpatch
+	else
+		grep -E ': (ERROR|WARNING|CHECK):' "$LOGDIR/checkpatch.log" | head -20
+		fail static.checkpatch "see $LOGDIR/checkpatch.log"
+	fi
+
+	step "static: sparse (make C=2)"
+	if make -s C=2 modules >"$LOGDIR/sparse.log" 2>&1 &&
+		! grep -E '(warning|error):' "$LOGDIR/sparse.log"; then
+		pass static.sparse
+	else
+		fail static.sparse "see $LOGDIR/sparse.log"
+	fi
+
+	step "static: compiler warnings (W=1)"
+	if make -s W=1 -B modules >"$LOGDIR/w1.log" 2>&1 &&
+		! grep -E 'drivers/knbd/.*(warning|error):' "$LOGDIR/w1.log"; then
+		pass static.w1
+	else
+		fail static.w1 "see $LOGDIR/w1.log"
+	fi
+	make -s modules >/dev/null 2>&1
+}
+
+stage_kunit() {
+	local rc
+	step "KUnit (UML)"
+	scripts/kunit.sh >"$LOGDIR/kunit.log" 2>&1
+	rc=$?
+	grep -a -E '^(PASS|FAIL):|^kunit:' "$LOGDIR/kunit.log" | tail -3
+	collect "$LOGDIR/kunit.log"
+	if [ $rc -ne 0 ] && ! grep -q '^FAIL: ' "$LOGDIR/kunit.log"; then
+		tail -30 "$LOGDIR/kunit.log"
+		fail kunit.run "scripts/kunit.sh exited $rc"
+	fi
+	step "KUnit with KASAN + UBSAN"
+	scripts/kunit.sh --sanitize >"$LOGDIR/kunit-san.log" 2>&1
+	rc=$?
+	grep -a -E '^kunit' "$LOGDIR/kunit-san.log" | tail -1
+	collect "$LOGDIR/kunit-san.log"
+	if [ $rc -ne 0 ] && ! grep -q '^FAIL: ' "$LOGDIR/kunit-san.log"; then
+		tail -30 "$LOGDIR/kunit-san.log"
+		fail kunit-san.run "scripts/kunit.sh --sanitize exited $rc"
+	fi
+}
+
+# Run the guest test suite in a VM; $1 = label, rest = extra vm-run options.
+run_vm_suite() {
+	local label=$1 out rc
+	shift
+	out=$LOGDIR/vm-$label
+	rm -rf "$out"
+	mkdir -p "$out"
+	scripts/vm-run.sh --smp 4 --mem 3G --timeout "${KNBD_VM_TIMEOUT:-2400}" --out "$out" "$@" \
+		-- scripts/tests/guest-main.sh >"$LOGDIR/vm-$label.log" 2>&1
+	rc=$?
+	grep -a -E '^(PASS|FAIL): ' "$out/results.txt" 2>/dev/null | sed "s/^\(PASS\|FAIL\): /\1: $label./" |
+		tee -a "$RESULTS"
+	if [ $rc -ne 0 ] && ! grep -q '^FAIL: ' "$out/results.txt" 2>/dev/null; then
+		tail -40 "$LOGDIR/vm-$label.log"
+		fail "$label.run" "VM run exited $rc, see $LOGDIR/vm-$label.log"
+	fi
+}
+
+stage_vm() {
+	step "integration tests in a VM (Debian kernel)"
+	run_vm_suite vm
+}
+
+stage_debug() {
+	local kernel kdir
+	step "debug kernel (KASAN, lockdep, kmemleak...)"
+	if ! scripts/debug-kernel.sh >"$LOGDIR/debug-kernel-build.log" 2>&1; then
+		tail -30 "$LOGDIR/debug-kernel-build.log"
+		fail debug.build "scripts/debug-kernel.sh failed"
+		return
+	fi
+	kernel=$(scripts/debug-kernel.sh --print-kernel)
+	kdir=$(scripts/debug-kernel.sh --print-kdir)
+	# Build knbd for the debug kernel in a scratch copy, not over the Debian build.
+	rm -rf "$CACHE/knbd-debug-build"
+	mkdir -p "$CACHE/knbd-debug-build"
+	cp -r Kbuild drivers include "$CACHE/knbd-debug-build/"
+	if make -C "$kdir" M="$CACHE/knbd-debug-build" modules >"$LOGDIR/debug-module.log" 2>&1; then
+		pass debug.module-build
+	else
+		tail -20 "$LOGDIR/debug-module.log"
+		fail debug.module-build "see $LOGDIR/debug-module.log"
+		return
+	fi
+	KNBD_MODULE=$CACHE/knbd-debug-build/knbd.ko KNBD_VM_TIMEOUT=${KNBD_DEBUG_VM_TIMEOUT:-3000} \
+		run_vm_suite debug --kernel "$kernel" --append "knbd.module=$CACHE/knbd-debug-build/knbd.ko"
+}
+
+for s in "${stages[@]}"; do
+	case $s in
+	static | kunit | vm | debug) "stage_$s" ;;
+	*) fail "check.$s" "unknown stage" ;;
+	esac
+done
+
+np=$(grep -c '^PASS: ' "$RESULTS")
+nf=$(grep -c '^FAIL: ' "$RESULTS")
+step "summary"
+grep '^FAIL: ' "$RESULTS" || true
+echo "results: $RESULTS (took $((SECONDS - t0))s)"
+echo "$np passed, $nf failed"
+[ "$nf" -eq 0 ] && [ "$np" -gt 0 ]
