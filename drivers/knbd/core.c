@@ -307,7 +307,7 @@ static int knbd_opt_info_go(struct knbd_conn *conn, u32 option, u32 len)
 	struct knbd_export_info ei;
 	struct knbd_go_req go;
 	struct knbd_volume *vol;
-	char *desc = NULL;
+	char *desc = NULL, *name = NULL;
 	u32 err;
 	int ret;
 
@@ -319,8 +319,12 @@ static int knbd_opt_info_go(struct knbd_conn *conn, u32 option, u32 len)
 	vol = knbd_find_volume(node, go.name, go.name_len);
 	if (vol) {
 		ei = vol->info;
+		/* Copies: after unlock an INFO-only session holds no reference. */
 		if (go.want_description && vol->description)
 			desc = kstrdup(vol->description, GFP_KERNEL);
+		if (go.want_name)
+			name = kstrdup(config_item_name(&vol->group.cg_item),
+				       GFP_KERNEL);
 		if (option == NBD_OPT_GO)
 			knbd_conn_attach(conn, vol);
 	}
@@ -334,13 +338,13 @@ static int knbd_opt_info_go(struct knbd_conn *conn, u32 option, u32 len)
 
 	knbd_proto_encode_info_export(&ie, &ei);
 	ret = knbd_opt_reply(conn, option, NBD_REP_INFO, &ie, sizeof(ie));
-	if (!ret && go.want_name)
+	if (!ret && name)
 		ret = knbd_send_info_string(conn, option, NBD_INFO_NAME,
-					    config_item_name(&vol->group.cg_item),
-					    strlen(config_item_name(&vol->group.cg_item)));
+					    name, strlen(name));
 	if (!ret && desc)
 		ret = knbd_send_info_string(conn, option, NBD_INFO_DESCRIPTION,
 					    desc, strlen(desc));
+	kfree(name);
 	kfree(desc);
 	/* Sent unasked too: the protocol lets clients ignore unknown info. */
 	knbd_proto_encode_info_block_size(&bs, &ei);
@@ -407,6 +411,7 @@ static int knbd_handle_option(struct knbd_conn *conn, u32 option, u32 len)
 
 static int knbd_handshake(struct knbd_conn *conn)
 {
+	unsigned long deadline = jiffies + 2 * KNBD_HANDSHAKE_TIMEOUT;
 	struct nbd_wire_hello hello;
 	struct nbd_wire_opt opt;
 	u32 option, len;
@@ -428,6 +433,12 @@ static int knbd_handshake(struct knbd_conn *conn)
 	}
 
 	for (n = 0; n < KNBD_MAX_OPTIONS; n++) {
+		/* The receive timeout bounds each read; this bounds them all. */
+		if (time_after(jiffies, deadline)) {
+			pr_warn_ratelimited("client %pISpc: handshake too slow, closing\n",
+					    &conn->peer);
+			return -ETIMEDOUT;
+		}
 		ret = knbd_recv(conn->sock, &opt, sizeof(opt));
 		if (ret)
 			return ret;
