@@ -112,6 +112,49 @@ void knbd_proto_encode_reply(struct nbd_wire_simple_reply *reply, u64 cookie,
 u32 knbd_proto_errno_to_nbd(int err);
 const char *knbd_proto_cmd_name(u16 type);
 
+/* ---- routing of partitioned volumes (route.c): pure ---- */
+
+#define KNBD_MAX_MEMBERS		64
+#define KNBD_EXTENT_MIN_SHIFT		16	/* 64 KiB */
+#define KNBD_EXTENT_MAX_SHIFT		30	/* 1 GiB */
+#define KNBD_DEFAULT_EXTENT_SHIFT	20	/* 1 MiB */
+#define KNBD_ROUTE_MAX_EXTENTS		BIT(24)
+
+/*
+ * Owner of every extent of a volume.  Published with RCU in
+ * knbd_volume::route; immutable once published.
+ */
+struct knbd_route {
+	struct rcu_head rcu;
+	u64 epoch;
+	u64 size;
+	u32 extent_shift;
+	u32 nr_extents;
+	u32 checksum;
+	u16 nr_members;
+	u16 nr_stripe;			/* > 0: made by a stripe line */
+	u32 members[KNBD_MAX_MEMBERS];	/* node ids; owner[] indexes this */
+	u32 stripe[KNBD_MAX_MEMBERS];
+	u16 owner[];
+};
+
+/* One piece of a request that a single member serves. */
+struct knbd_seg {
+	u64 offset;
+	u64 len;
+	u32 owner;
+};
+
+struct knbd_route *knbd_route_parse(const char *text, size_t len, u64 size,
+				    u32 extent_shift, const char **why);
+void knbd_route_free(struct knbd_route *rt);
+u32 knbd_route_owner(const struct knbd_route *rt, u64 offset);
+u32 knbd_route_split(const struct knbd_route *rt, u64 offset, u64 len,
+		     struct knbd_seg *segs, u32 max);
+bool knbd_route_owns(const struct knbd_route *rt, u64 offset, u64 len, u32 id);
+u64 knbd_route_count(const struct knbd_route *rt, u32 id);
+int knbd_route_format(const struct knbd_route *rt, char *buf, size_t size);
+
 /* ---- objects ---- */
 
 struct knbd_vol_stats {
