@@ -221,6 +221,102 @@ static ssize_t knbd_volume_description_store(struct config_item *item,
 }
 CONFIGFS_ATTR(knbd_volume_, description);
 
+static ssize_t knbd_volume_extent_size_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%llu\n", 1ULL << to_knbd_volume(item)->extent_shift);
+}
+
+static ssize_t knbd_volume_extent_size_store(struct config_item *item,
+					     const char *page, size_t count)
+{
+	struct knbd_volume *vol = to_knbd_volume(item);
+	ssize_t ret = count;
+	char *end;
+	u64 es;
+
+	es = memparse(page, &end);
+	if (end == page || (*end && *end != '\n') || !is_power_of_2(es) ||
+	    es < (1ULL << KNBD_EXTENT_MIN_SHIFT) || es > (1ULL << KNBD_EXTENT_MAX_SHIFT)) {
+		knbd_cfg_warn(item, "extent_size must be a power of two from 64K to 1G\n");
+		return -EINVAL;
+	}
+	mutex_lock(&vol->node->lock);
+	if (vol->enabled || rcu_access_pointer(vol->route)) {
+		knbd_cfg_warn(item, "cannot change extent_size while enabled or routed\n");
+		ret = -EBUSY;
+	} else {
+		vol->extent_shift = ilog2(es);
+	}
+	mutex_unlock(&vol->node->lock);
+	return ret;
+}
+CONFIGFS_ATTR(knbd_volume_, extent_size);
+
+static ssize_t knbd_volume_routing_show(struct config_item *item, char *page)
+{
+	struct knbd_volume *vol = to_knbd_volume(item);
+	struct knbd_route *rt;
+	ssize_t len = 0;
+
+	rcu_read_lock();
+	rt = rcu_dereference(vol->route);
+	if (rt)
+		len = knbd_route_format(rt, page, PAGE_SIZE);
+	rcu_read_unlock();
+	return len;
+}
+
+/*
+ * Writing a table (see route.c for the format) publishes it at once, also
+ * while the volume serves: that is how a group moves to a new epoch.  An
+ * empty write removes the table (every extent local).
+ */
+static ssize_t knbd_volume_routing_store(struct config_item *item,
+					 const char *page, size_t count)
+{
+	struct knbd_volume *vol = to_knbd_volume(item);
+	struct knbd_route *rt = NULL, *old;
+	const char *why;
+	u64 size;
+
+	mutex_lock(&vol->node->lock);
+	size = vol->enabled ? vol->info.size : vol->size_cfg;
+	if (strspn(page, " \t\n") != count) {
+		if (!size) {
+			mutex_unlock(&vol->node->lock);
+			knbd_cfg_warn(item, "set size before routing\n");
+			return -EINVAL;
+		}
+		rt = knbd_route_parse(page, count, size, vol->extent_shift, &why);
+		if (IS_ERR(rt)) {
+			mutex_unlock(&vol->node->lock);
+			if (PTR_ERR(rt) == -EINVAL)
+				knbd_cfg_warn(item, "routing: %s\n", why);
+			return PTR_ERR(rt);
+		}
+	}
+	old = rcu_dereference_protected(vol->route, lockdep_is_held(&vol->node->lock));
+	if (rt && old && rt->epoch < old->epoch) {
+		mutex_unlock(&vol->node->lock);
+		knbd_cfg_warn(item, "routing epoch %llu is older than the current %llu\n",
+			      rt->epoch, old->epoch);
+		knbd_route_free(rt);
+		return -EINVAL;
+	}
+	rcu_assign_pointer(vol->route, rt);
+	mutex_unlock(&vol->node->lock);
+	if (rt)
+		pr_info("volume %s: routing epoch %llu checksum %08x, %u extents, this member (%u) owns %llu\n",
+			config_item_name(item), rt->epoch, rt->checksum, rt->nr_extents,
+			vol->node->node_id, knbd_route_count(rt, vol->node->node_id));
+	if (old) {
+		synchronize_rcu();
+		knbd_route_free(old);
+	}
+	return count;
+}
+CONFIGFS_ATTR(knbd_volume_, routing);
+
 static ssize_t knbd_volume_enable_show(struct config_item *item, char *page)
 {
 	return sysfs_emit(page, "%d\n", to_knbd_volume(item)->enabled);
@@ -231,9 +327,19 @@ static int knbd_volume_enable(struct knbd_volume *vol)
 	int ret;
 
 	lockdep_assert_held(&vol->node->lock);
+	struct knbd_route *rt;
+
 	ret = knbd_backing_open(vol);
 	if (ret)
 		return ret;
+	rt = rcu_dereference_protected(vol->route, lockdep_is_held(&vol->node->lock));
+	if (rt && rt->size != vol->info.size) {
+		pr_warn_ratelimited("volume %s: routing was made for %llu bytes, volume has %llu\n",
+				    config_item_name(&vol->group.cg_item), rt->size,
+				    vol->info.size);
+		knbd_backing_close(vol);
+		return -EINVAL;
+	}
 	vol->enabled = true;
 	pr_info("volume %s: exported, %llu bytes from %s%s\n",
 		config_item_name(&vol->group.cg_item), vol->info.size,
@@ -279,11 +385,14 @@ static ssize_t knbd_volume_stats_show(struct config_item *item, char *page)
 	return sysfs_emit(page,
 			  "reads %lld\nwrites %lld\nread_bytes %lld\nwrite_bytes %lld\n"
 			  "flushes %lld\ntrims %lld\nwrite_zeroes %lld\nerrors %lld\n"
-			  "connections %d\n",
+			  "local_ios %lld\nforwarded_ios %lld\npeer_ios %lld\n"
+			  "epoch_mismatches %lld\nusers %d\n",
 			  atomic64_read(&st->reads), atomic64_read(&st->writes),
 			  atomic64_read(&st->read_bytes), atomic64_read(&st->write_bytes),
 			  atomic64_read(&st->flushes), atomic64_read(&st->trims),
 			  atomic64_read(&st->write_zeroes), atomic64_read(&st->errors),
+			  atomic64_read(&st->local_ios), atomic64_read(&st->forwarded_ios),
+			  atomic64_read(&st->peer_ios), atomic64_read(&st->epoch_mismatches),
 			  atomic_read(&to_knbd_volume(item)->nr_conns));
 }
 CONFIGFS_ATTR_RO(knbd_volume_, stats);
@@ -294,6 +403,8 @@ static struct configfs_attribute *knbd_volume_attrs[] = {
 	&knbd_volume_attr_block_size,
 	&knbd_volume_attr_readonly,
 	&knbd_volume_attr_description,
+	&knbd_volume_attr_extent_size,
+	&knbd_volume_attr_routing,
 	&knbd_volume_attr_enable,
 	&knbd_volume_attr_stats,
 	NULL,
@@ -303,6 +414,7 @@ static void knbd_volume_release(struct config_item *item)
 {
 	struct knbd_volume *vol = to_knbd_volume(item);
 
+	knbd_route_free(rcu_dereference_protected(vol->route, 1));
 	kfree(vol->backing_path);
 	kfree(vol->description);
 	kfree(vol);
@@ -333,6 +445,7 @@ static struct config_group *knbd_volume_make(struct config_group *group,
 		return ERR_PTR(-ENOMEM);
 	vol->node = node;
 	vol->min_block = KNBD_DEFAULT_MIN_BLOCK;
+	vol->extent_shift = KNBD_DEFAULT_EXTENT_SHIFT;
 	config_group_init_type_name(&vol->group, name, &knbd_volume_type);
 
 	mutex_lock(&node->lock);
@@ -371,6 +484,217 @@ static struct configfs_group_operations knbd_volumes_group_ops = {
 
 static const struct config_item_type knbd_volumes_type = {
 	.ct_group_ops	= &knbd_volumes_group_ops,
+	.ct_owner	= THIS_MODULE,
+};
+
+/* ---- peers: links to the other members ---- */
+
+static inline struct knbd_peer *to_knbd_peer(struct config_item *item)
+{
+	return container_of(to_config_group(item), struct knbd_peer, group);
+}
+
+static ssize_t knbd_peer_addr_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%pISc\n", &to_knbd_peer(item)->addr);
+}
+
+static ssize_t knbd_peer_addr_store(struct config_item *item, const char *page,
+				    size_t count)
+{
+	struct knbd_peer *peer = to_knbd_peer(item);
+	struct sockaddr_storage ss = { };
+	ssize_t ret = count;
+	char *addr;
+
+	addr = knbd_strdup_line(page, count, INET6_ADDRSTRLEN);
+	if (IS_ERR(addr))
+		return PTR_ERR(addr) == -ENOMEM ? -ENOMEM : -EINVAL;
+	ret = inet_pton_with_scope(&init_net, AF_UNSPEC, addr, NULL, &ss);
+	kfree(addr);
+	if (ret) {
+		knbd_cfg_warn(item, "addr is not an IPv4 or IPv6 address\n");
+		return -EINVAL;
+	}
+	ret = count;
+	mutex_lock(&peer->node->lock);
+	if (peer->node->enabled) {
+		knbd_cfg_warn(item, "cannot change a peer while the node is enabled\n");
+		ret = -EBUSY;
+	} else {
+		peer->addr = ss;
+	}
+	mutex_unlock(&peer->node->lock);
+	return ret;
+}
+CONFIGFS_ATTR(knbd_peer_, addr);
+
+static ssize_t knbd_peer_port_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%u\n", to_knbd_peer(item)->port);
+}
+
+static ssize_t knbd_peer_port_store(struct config_item *item, const char *page,
+				    size_t count)
+{
+	struct knbd_peer *peer = to_knbd_peer(item);
+	ssize_t ret = count;
+	u16 port;
+
+	if (kstrtou16(page, 0, &port) || !port) {
+		knbd_cfg_warn(item, "port must be 1..65535\n");
+		return -EINVAL;
+	}
+	mutex_lock(&peer->node->lock);
+	if (peer->node->enabled) {
+		knbd_cfg_warn(item, "cannot change a peer while the node is enabled\n");
+		ret = -EBUSY;
+	} else {
+		peer->port = port;
+	}
+	mutex_unlock(&peer->node->lock);
+	return ret;
+}
+CONFIGFS_ATTR(knbd_peer_, port);
+
+static ssize_t knbd_peer_node_id_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%u\n", to_knbd_peer(item)->node_id);
+}
+
+static ssize_t knbd_peer_node_id_store(struct config_item *item, const char *page,
+				       size_t count)
+{
+	struct knbd_peer *peer = to_knbd_peer(item);
+	struct knbd_peer *other;
+	ssize_t ret = count;
+	u32 id;
+
+	if (kstrtou32(page, 0, &id) || !id) {
+		knbd_cfg_warn(item, "node_id must be a number > 0\n");
+		return -EINVAL;
+	}
+	mutex_lock(&peer->node->lock);
+	if (peer->node->enabled) {
+		knbd_cfg_warn(item, "cannot change a peer while the node is enabled\n");
+		ret = -EBUSY;
+		goto out;
+	}
+	if (id == peer->node->node_id) {
+		knbd_cfg_warn(item, "node_id %u is this node's own id\n", id);
+		ret = -EINVAL;
+		goto out;
+	}
+	list_for_each_entry(other, &peer->node->peers, node_entry) {
+		if (other != peer && other->node_id == id) {
+			knbd_cfg_warn(item, "node_id %u already used by peer %s\n", id,
+				      config_item_name(&other->group.cg_item));
+			ret = -EINVAL;
+			goto out;
+		}
+	}
+	peer->node_id = id;
+out:
+	mutex_unlock(&peer->node->lock);
+	return ret;
+}
+CONFIGFS_ATTR(knbd_peer_, node_id);
+
+static ssize_t knbd_peer_state_show(struct config_item *item, char *page)
+{
+	struct knbd_peer *peer = to_knbd_peer(item);
+	unsigned int inflight;
+
+	spin_lock(&peer->pending_lock);
+	inflight = peer->inflight;
+	spin_unlock(&peer->pending_lock);
+	return sysfs_emit(page,
+			  "state %s\ninflight %u\nforwarded %lld\nfailed %lld\nconnects %lld\nepoch_mismatches %lld\n",
+			  knbd_peer_state_name(READ_ONCE(peer->state)), inflight,
+			  atomic64_read(&peer->forwarded), atomic64_read(&peer->failed),
+			  atomic64_read(&peer->connects), atomic64_read(&peer->mismatches));
+}
+CONFIGFS_ATTR_RO(knbd_peer_, state);
+
+static struct configfs_attribute *knbd_peer_attrs[] = {
+	&knbd_peer_attr_addr,
+	&knbd_peer_attr_port,
+	&knbd_peer_attr_node_id,
+	&knbd_peer_attr_state,
+	NULL,
+};
+
+static void knbd_peer_release(struct config_item *item)
+{
+	kfree(to_knbd_peer(item));
+}
+
+static struct configfs_item_operations knbd_peer_item_ops = {
+	.release	= knbd_peer_release,
+};
+
+static const struct config_item_type knbd_peer_type = {
+	.ct_item_ops	= &knbd_peer_item_ops,
+	.ct_attrs	= knbd_peer_attrs,
+	.ct_owner	= THIS_MODULE,
+};
+
+static struct config_group *knbd_peer_make(struct config_group *group,
+					   const char *name)
+{
+	struct knbd_node *node = container_of(group, struct knbd_node, peers_group);
+	struct knbd_peer *peer, *other;
+	unsigned int n = 0;
+
+	peer = kzalloc(sizeof(*peer), GFP_KERNEL);
+	if (!peer)
+		return ERR_PTR(-ENOMEM);
+	knbd_peer_init(peer, node);
+	config_group_init_type_name(&peer->group, name, &knbd_peer_type);
+
+	mutex_lock(&node->lock);
+	if (node->enabled) {
+		mutex_unlock(&node->lock);
+		pr_warn_ratelimited("node %s: add peers while the node is disabled\n",
+				    config_item_name(&node->group.cg_item));
+		kfree(peer);
+		return ERR_PTR(-EBUSY);
+	}
+	list_for_each_entry(other, &node->peers, node_entry)
+		n++;
+	if (n >= KNBD_MAX_MEMBERS - 1) {
+		mutex_unlock(&node->lock);
+		pr_warn_ratelimited("node %s: at most %d peers\n",
+				    config_item_name(&node->group.cg_item),
+				    KNBD_MAX_MEMBERS - 1);
+		kfree(peer);
+		return ERR_PTR(-ENOSPC);
+	}
+	list_add_tail_rcu(&peer->node_entry, &node->peers);
+	mutex_unlock(&node->lock);
+	return &peer->group;
+}
+
+static void knbd_peer_drop(struct config_group *group, struct config_item *item)
+{
+	struct knbd_peer *peer = to_knbd_peer(item);
+	struct knbd_node *node = peer->node;
+
+	mutex_lock(&node->lock);
+	list_del_rcu(&peer->node_entry);
+	knbd_peer_stop(peer);
+	mutex_unlock(&node->lock);
+	synchronize_rcu();
+	config_item_put(item);
+}
+
+static struct configfs_group_operations knbd_peers_group_ops = {
+	.make_group	= knbd_peer_make,
+	.drop_item	= knbd_peer_drop,
+};
+
+static const struct config_item_type knbd_peers_type = {
+	.ct_group_ops	= &knbd_peers_group_ops,
 	.ct_owner	= THIS_MODULE,
 };
 
@@ -473,6 +797,83 @@ static ssize_t knbd_node_max_connections_store(struct config_item *item,
 }
 CONFIGFS_ATTR(knbd_node_, max_connections);
 
+static ssize_t knbd_node_peer_port_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%u\n", to_knbd_node(item)->peer_port);
+}
+
+/* 0 disables the listener for other members. */
+static ssize_t knbd_node_peer_port_store(struct config_item *item,
+					 const char *page, size_t count)
+{
+	struct knbd_node *node = to_knbd_node(item);
+	ssize_t ret = count;
+	u16 port;
+
+	if (kstrtou16(page, 0, &port)) {
+		knbd_cfg_warn(item, "peer_port must be 0..65535\n");
+		return -EINVAL;
+	}
+	mutex_lock(&node->lock);
+	if (node->enabled) {
+		knbd_cfg_warn(item, "cannot change peer_port while enabled\n");
+		ret = -EBUSY;
+	} else {
+		node->peer_port = port;
+	}
+	mutex_unlock(&node->lock);
+	return ret;
+}
+CONFIGFS_ATTR(knbd_node_, peer_port);
+
+static ssize_t knbd_node_u32_store(struct config_item *item, const char *page,
+				   size_t count, u32 *field, const char *what)
+{
+	struct knbd_node *node = to_knbd_node(item);
+	ssize_t ret = count;
+	u32 val;
+
+	if (kstrtou32(page, 0, &val) || !val) {
+		knbd_cfg_warn(item, "%s must be a number > 0\n", what);
+		return -EINVAL;
+	}
+	mutex_lock(&node->lock);
+	if (node->enabled) {
+		knbd_cfg_warn(item, "cannot change %s while enabled\n", what);
+		ret = -EBUSY;
+	} else {
+		*field = val;
+	}
+	mutex_unlock(&node->lock);
+	return ret;
+}
+
+static ssize_t knbd_node_node_id_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%u\n", to_knbd_node(item)->node_id);
+}
+
+static ssize_t knbd_node_node_id_store(struct config_item *item,
+				       const char *page, size_t count)
+{
+	return knbd_node_u32_store(item, page, count, &to_knbd_node(item)->node_id,
+				   "node_id");
+}
+CONFIGFS_ATTR(knbd_node_, node_id);
+
+static ssize_t knbd_node_group_id_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%u\n", to_knbd_node(item)->group_id);
+}
+
+static ssize_t knbd_node_group_id_store(struct config_item *item,
+					const char *page, size_t count)
+{
+	return knbd_node_u32_store(item, page, count, &to_knbd_node(item)->group_id,
+				   "group_id");
+}
+CONFIGFS_ATTR(knbd_node_, group_id);
+
 static ssize_t knbd_node_enable_show(struct config_item *item, char *page)
 {
 	return sysfs_emit(page, "%d\n", to_knbd_node(item)->enabled);
@@ -543,6 +944,9 @@ static struct configfs_attribute *knbd_node_attrs[] = {
 	&knbd_node_attr_listen_addr,
 	&knbd_node_attr_listen_port,
 	&knbd_node_attr_max_connections,
+	&knbd_node_attr_peer_port,
+	&knbd_node_attr_node_id,
+	&knbd_node_attr_group_id,
 	&knbd_node_attr_enable,
 	&knbd_node_attr_clients,
 	NULL,
@@ -576,17 +980,23 @@ static struct config_group *knbd_node_make(struct config_group *group,
 	mutex_init(&node->conns_lock);
 	INIT_LIST_HEAD(&node->volumes);
 	INIT_LIST_HEAD(&node->conns);
+	INIT_LIST_HEAD(&node->peers);
 	sin = (struct sockaddr_in *)&node->listen_addr;
 	sin->sin_family = AF_INET;
 	sin->sin_addr.s_addr = htonl(INADDR_ANY);
 	node->listen_port = KNBD_DEFAULT_PORT;
 	node->max_conns = KNBD_DEFAULT_MAX_CONNS;
+	node->peer_port = KNBD_DEFAULT_PEER_PORT;
+	node->node_id = 1;
+	node->group_id = 1;
 	knbd_node_init_work(node);
 
 	config_group_init_type_name(&node->group, name, &knbd_node_type);
 	config_group_init_type_name(&node->volumes_group, "volumes",
 				    &knbd_volumes_type);
 	configfs_add_default_group(&node->volumes_group, &node->group);
+	config_group_init_type_name(&node->peers_group, "peers", &knbd_peers_type);
+	configfs_add_default_group(&node->peers_group, &node->group);
 	return &node->group;
 }
 

@@ -34,7 +34,7 @@ static atomic_t knbd_total_conns = ATOMIC_INIT(0);
 
 /* ---- socket helpers ---- */
 
-static int knbd_recv(struct socket *sock, void *buf, size_t len)
+int knbd_recv(struct socket *sock, void *buf, size_t len)
 {
 	struct msghdr msg = { };
 	struct kvec iov = { .iov_base = buf, .iov_len = len };
@@ -51,18 +51,20 @@ static int knbd_recv(struct socket *sock, void *buf, size_t len)
 	return 0;
 }
 
-static int knbd_recv_bvec(struct socket *sock, struct bio_vec *bvec,
-			  unsigned int nr, size_t len)
+int knbd_recv_iter(struct socket *sock, struct iov_iter *iter)
 {
 	struct msghdr msg = { };
 	int ret;
 
-	iov_iter_bvec(&msg.msg_iter, ITER_DEST, bvec, nr, len);
+	msg.msg_iter = *iter;
 	while (msg_data_left(&msg)) {
 		ret = sock_recvmsg(sock, &msg, MSG_WAITALL | MSG_NOSIGNAL);
+		if (ret == -EAGAIN)
+			return -ETIMEDOUT;
 		if (ret <= 0)
 			return ret ? ret : -ECONNRESET;
 	}
+	*iter = msg.msg_iter;
 	return 0;
 }
 
@@ -78,7 +80,15 @@ static int knbd_send_msg(struct socket *sock, struct msghdr *msg)
 	return 0;
 }
 
-static int knbd_send(struct socket *sock, const void *buf, size_t len, int flags)
+int knbd_send_iter(struct socket *sock, struct iov_iter *iter, int flags)
+{
+	struct msghdr msg = { .msg_flags = flags | MSG_NOSIGNAL };
+
+	msg.msg_iter = *iter;
+	return knbd_send_msg(sock, &msg);
+}
+
+int knbd_send(struct socket *sock, const void *buf, size_t len, int flags)
 {
 	struct msghdr msg = { .msg_flags = flags | MSG_NOSIGNAL };
 	struct kvec iov = { .iov_base = (void *)buf, .iov_len = len };
@@ -88,7 +98,7 @@ static int knbd_send(struct socket *sock, const void *buf, size_t len, int flags
 }
 
 /* Read and discard a payload we refused, so the stream stays in step. */
-static int knbd_drain(struct knbd_conn *conn, u32 len)
+int knbd_drain(struct knbd_conn *conn, u32 len)
 {
 	int ret;
 
@@ -105,6 +115,13 @@ static int knbd_drain(struct knbd_conn *conn, u32 len)
 
 /* ---- connection lifetime and accounting ---- */
 
+static bool knbd_name_eq(struct knbd_volume *vol, const char *name, u32 len)
+{
+	const char *vname = config_item_name(&vol->group.cg_item);
+
+	return strlen(vname) == len && !memcmp(vname, name, len);
+}
+
 static void knbd_conn_release(struct kref *ref)
 {
 	struct knbd_conn *conn = container_of(ref, struct knbd_conn, ref);
@@ -116,11 +133,38 @@ static void knbd_conn_release(struct kref *ref)
 	kfree(conn);
 
 	/* Waiters key on the addresses only; they may free the objects. */
-	if (vol && atomic_dec_and_test(&vol->nr_conns))
-		wake_up_var(&vol->nr_conns);
+	if (vol)
+		knbd_volume_put_user(vol);
 	if (atomic_dec_and_test(&node->nr_conns))
 		wake_up_var(&node->nr_conns);
 	atomic_dec(&knbd_total_conns);
+}
+
+/*
+ * An enabled volume by exact name, for a peer's request; the caller
+ * drops the user reference with knbd_volume_put_user().
+ */
+struct knbd_volume *knbd_node_get_volume(struct knbd_node *node, const char *name,
+					 u32 len)
+{
+	struct knbd_volume *vol;
+
+	mutex_lock(&node->lock);
+	list_for_each_entry(vol, &node->volumes, node_entry) {
+		if (vol->enabled && knbd_name_eq(vol, name, len)) {
+			atomic_inc(&vol->nr_conns);
+			mutex_unlock(&node->lock);
+			return vol;
+		}
+	}
+	mutex_unlock(&node->lock);
+	return NULL;
+}
+
+void knbd_volume_put_user(struct knbd_volume *vol)
+{
+	if (atomic_dec_and_test(&vol->nr_conns))
+		wake_up_var(&vol->nr_conns);
 }
 
 void knbd_conn_put(struct knbd_conn *conn)
@@ -128,7 +172,7 @@ void knbd_conn_put(struct knbd_conn *conn)
 	kref_put(&conn->ref, knbd_conn_release);
 }
 
-static bool knbd_conn_has_room(struct knbd_conn *conn, u32 bytes)
+bool knbd_conn_has_room(struct knbd_conn *conn, u32 bytes)
 {
 	bool room;
 
@@ -144,7 +188,7 @@ static bool knbd_conn_has_room(struct knbd_conn *conn, u32 bytes)
 	return room;
 }
 
-static void knbd_conn_unreserve(struct knbd_conn *conn, u32 bytes)
+void knbd_conn_unreserve(struct knbd_conn *conn, u32 bytes)
 {
 	spin_lock(&conn->lock);
 	conn->inflight--;
@@ -207,13 +251,6 @@ static int knbd_opt_reply(struct knbd_conn *conn, u32 option, u32 type,
 	if (!ret && len)
 		ret = knbd_send(conn->sock, data, len, 0);
 	return ret;
-}
-
-static bool knbd_name_eq(struct knbd_volume *vol, const char *name, u32 len)
-{
-	const char *vname = config_item_name(&vol->group.cg_item);
-
-	return strlen(vname) == len && !memcmp(vname, name, len);
 }
 
 /*
@@ -530,22 +567,27 @@ static void knbd_transmission(struct knbd_conn *conn)
 				return;
 			continue;
 		}
-		if (cmd.type == NBD_CMD_WRITE &&
-		    knbd_recv_bvec(conn->sock, req->bvec, req->nr_bvec, cmd.len)) {
-			knbd_req_free(req);
-			knbd_conn_unreserve(conn, mem);
-			return;
+		req->vol = vol;
+		if (cmd.type == NBD_CMD_WRITE) {
+			struct iov_iter iter;
+
+			iov_iter_bvec(&iter, ITER_DEST, req->bvec, req->nr_bvec, cmd.len);
+			if (knbd_recv_iter(conn->sock, &iter)) {
+				knbd_req_free(req);
+				knbd_conn_unreserve(conn, mem);
+				return;
+			}
 		}
 		kref_get(&conn->ref);
 		knbd_io_submit(req);
 	}
 }
 
-static void knbd_conn_set_rcvtimeo(struct knbd_conn *conn, long timeo)
+void knbd_sock_set_rcvtimeo(struct socket *sock, long timeo)
 {
-	lock_sock(conn->sock->sk);
-	conn->sock->sk->sk_rcvtimeo = timeo;
-	release_sock(conn->sock->sk);
+	lock_sock(sock->sk);
+	sock->sk->sk_rcvtimeo = timeo;
+	release_sock(sock->sk);
 }
 
 static void knbd_conn_recv_work(struct work_struct *work)
@@ -553,8 +595,10 @@ static void knbd_conn_recv_work(struct work_struct *work)
 	struct knbd_conn *conn = container_of(work, struct knbd_conn, recv_work);
 	struct knbd_node *node = conn->node;
 
-	if (!knbd_handshake(conn) && conn->vol) {
-		knbd_conn_set_rcvtimeo(conn, MAX_SCHEDULE_TIMEOUT);
+	if (conn->is_peer) {
+		knbd_peer_serve(conn);
+	} else if (!knbd_handshake(conn) && conn->vol) {
+		knbd_sock_set_rcvtimeo(conn->sock, MAX_SCHEDULE_TIMEOUT);
 		WRITE_ONCE(conn->state, KNBD_CONN_TRANSMISSION);
 		knbd_transmission(conn);
 	}
@@ -569,8 +613,9 @@ static void knbd_conn_recv_work(struct work_struct *work)
 	knbd_conn_put(conn);
 }
 
-static int knbd_conn_create(struct knbd_node *node, struct socket *sock)
+static int knbd_conn_create(struct knbd_listener *l, struct socket *sock)
 {
+	struct knbd_node *node = l->node;
 	struct knbd_conn *conn;
 
 	conn = kzalloc(sizeof(*conn), GFP_KERNEL);
@@ -584,6 +629,7 @@ static int knbd_conn_create(struct knbd_node *node, struct socket *sock)
 	kref_init(&conn->ref);
 	conn->node = node;
 	conn->sock = sock;
+	conn->is_peer = l->peer;
 	mutex_init(&conn->send_lock);
 	spin_lock_init(&conn->lock);
 	init_waitqueue_head(&conn->wait);
@@ -596,13 +642,13 @@ static int knbd_conn_create(struct knbd_node *node, struct socket *sock)
 	 * listener's callback would swallow the wakeups of our receiver.
 	 */
 	write_lock_bh(&sock->sk->sk_callback_lock);
-	sock->sk->sk_data_ready = node->saved_data_ready;
+	sock->sk->sk_data_ready = l->saved_data_ready;
 	sock->sk->sk_user_data = NULL;
 	write_unlock_bh(&sock->sk->sk_callback_lock);
 
 	tcp_sock_set_nodelay(sock->sk);
 	sock_set_sndtimeo(sock->sk, KNBD_SEND_TIMEOUT_SECS);
-	knbd_conn_set_rcvtimeo(conn, KNBD_HANDSHAKE_TIMEOUT);
+	knbd_sock_set_rcvtimeo(sock, KNBD_HANDSHAKE_TIMEOUT);
 
 	atomic_inc(&node->nr_conns);
 	atomic_inc(&knbd_total_conns);
@@ -615,16 +661,17 @@ static int knbd_conn_create(struct knbd_node *node, struct socket *sock)
 	return 0;
 }
 
-/* ---- node listener ---- */
+/* ---- node listeners ---- */
 
 static void knbd_accept_work(struct work_struct *work)
 {
-	struct knbd_node *node = container_of(work, struct knbd_node, accept_work);
+	struct knbd_listener *l = container_of(work, struct knbd_listener, accept_work);
+	struct knbd_node *node = l->node;
 	struct socket *sock;
 	int ret;
 
 	for (;;) {
-		ret = kernel_accept(node->listen_sock, &sock, O_NONBLOCK);
+		ret = kernel_accept(l->sock, &sock, O_NONBLOCK);
 		if (ret < 0) {
 			if (ret != -EAGAIN)
 				pr_warn_ratelimited("node %s: accept failed: %d\n",
@@ -632,14 +679,16 @@ static void knbd_accept_work(struct work_struct *work)
 						    ret);
 			return;
 		}
-		if (atomic_read(&node->nr_conns) >= READ_ONCE(node->max_conns) ||
+		if (atomic_read(&node->nr_conns) >= READ_ONCE(node->max_conns) +
+		    (l->peer ? KNBD_MAX_MEMBERS : 0) ||
 		    atomic_read(&knbd_total_conns) >= KNBD_MAX_CONNS_LIMIT) {
-			pr_warn_ratelimited("node %s: connection limit reached, refusing client\n",
-					    config_item_name(&node->group.cg_item));
+			pr_warn_ratelimited("node %s: connection limit reached, refusing %s\n",
+					    config_item_name(&node->group.cg_item),
+					    l->peer ? "member" : "client");
 			sock_release(sock);
 			continue;
 		}
-		ret = knbd_conn_create(node, sock);
+		ret = knbd_conn_create(l, sock);
 		if (ret) {
 			pr_warn_ratelimited("node %s: cannot set up connection: %d\n",
 					    config_item_name(&node->group.cg_item), ret);
@@ -650,70 +699,111 @@ static void knbd_accept_work(struct work_struct *work)
 
 static void knbd_listen_data_ready(struct sock *sk)
 {
-	struct knbd_node *node;
+	struct knbd_listener *l;
 
 	read_lock_bh(&sk->sk_callback_lock);
-	node = sk->sk_user_data;
-	if (node && sk->sk_state == TCP_LISTEN)
-		queue_work(system_wq, &node->accept_work);
+	l = sk->sk_user_data;
+	if (l && sk->sk_state == TCP_LISTEN)
+		queue_work(system_wq, &l->accept_work);
 	read_unlock_bh(&sk->sk_callback_lock);
 }
 
 void knbd_node_init_work(struct knbd_node *node)
 {
-	INIT_WORK(&node->accept_work, knbd_accept_work);
+	node->clients.node = node;
+	INIT_WORK(&node->clients.accept_work, knbd_accept_work);
+	node->peers_listener.node = node;
+	node->peers_listener.peer = true;
+	INIT_WORK(&node->peers_listener.accept_work, knbd_accept_work);
 }
 
-int knbd_node_enable(struct knbd_node *node)
+static int knbd_listener_start(struct knbd_listener *l, struct net *net,
+			       const struct sockaddr_storage *base, u16 port)
 {
-	struct sockaddr_storage addr = node->listen_addr;
+	struct sockaddr_storage addr = *base;
 	struct socket *sock;
-	struct net *net;
 	int addrlen, ret;
 
-	lockdep_assert_held(&node->lock);
 	if (addr.ss_family == AF_INET6) {
-		((struct sockaddr_in6 *)&addr)->sin6_port = htons(node->listen_port);
+		((struct sockaddr_in6 *)&addr)->sin6_port = htons(port);
 		addrlen = sizeof(struct sockaddr_in6);
 	} else {
-		((struct sockaddr_in *)&addr)->sin_port = htons(node->listen_port);
+		((struct sockaddr_in *)&addr)->sin_port = htons(port);
 		addrlen = sizeof(struct sockaddr_in);
 	}
-
-	/* Kernel sockets do not pin their namespace: hold it ourselves. */
-	net = get_net(current->nsproxy->net_ns);
 	ret = sock_create_kern(net, addr.ss_family, SOCK_STREAM, IPPROTO_TCP, &sock);
 	if (ret)
-		goto err_net;
+		return ret;
 	sock_set_reuseaddr(sock->sk);
 	ret = kernel_bind(sock, (struct sockaddr *)&addr, addrlen);
 	if (ret) {
 		pr_warn_ratelimited("node %s: cannot bind %pISpc: %d\n",
-				    config_item_name(&node->group.cg_item), &addr, ret);
-		goto err_sock;
+				    config_item_name(&l->node->group.cg_item), &addr, ret);
+		goto err;
 	}
 	ret = kernel_listen(sock, 128);
 	if (ret)
-		goto err_sock;
+		goto err;
 
-	node->net = net;
-	node->listen_sock = sock;
+	l->sock = sock;
 	write_lock_bh(&sock->sk->sk_callback_lock);
-	sock->sk->sk_user_data = node;
-	node->saved_data_ready = sock->sk->sk_data_ready;
+	sock->sk->sk_user_data = l;
+	l->saved_data_ready = sock->sk->sk_data_ready;
 	sock->sk->sk_data_ready = knbd_listen_data_ready;
 	write_unlock_bh(&sock->sk->sk_callback_lock);
-	/* Clients that connected before the callback was in place. */
-	queue_work(system_wq, &node->accept_work);
+	/* Connections that arrived before the callback was in place. */
+	queue_work(system_wq, &l->accept_work);
+	pr_info("node %s: listening for %s on %pISpc\n",
+		config_item_name(&l->node->group.cg_item),
+		l->peer ? "members" : "clients", &addr);
+	return 0;
+err:
+	sock_release(sock);
+	return ret;
+}
 
-	pr_info("node %s: listening on %pISpc\n",
-		config_item_name(&node->group.cg_item), &addr);
+static void knbd_listener_stop(struct knbd_listener *l)
+{
+	struct socket *sock = l->sock;
+
+	if (!sock)
+		return;
+	write_lock_bh(&sock->sk->sk_callback_lock);
+	sock->sk->sk_data_ready = l->saved_data_ready;
+	sock->sk->sk_user_data = NULL;
+	write_unlock_bh(&sock->sk->sk_callback_lock);
+	cancel_work_sync(&l->accept_work);
+	sock_release(sock);
+	l->sock = NULL;
+}
+
+int knbd_node_enable(struct knbd_node *node)
+{
+	struct knbd_peer *peer;
+	int ret;
+
+	lockdep_assert_held(&node->lock);
+	/* Kernel sockets do not pin their namespace: hold it ourselves. */
+	node->net = get_net(current->nsproxy->net_ns);
+	ret = knbd_listener_start(&node->clients, node->net, &node->listen_addr,
+				  node->listen_port);
+	if (ret)
+		goto err_net;
+	if (node->peer_port) {
+		ret = knbd_listener_start(&node->peers_listener, node->net,
+					  &node->listen_addr, node->peer_port);
+		if (ret)
+			goto err_clients;
+	}
+	list_for_each_entry(peer, &node->peers, node_entry)
+		knbd_peer_start(peer);
 	return 0;
 
-err_sock:
-	sock_release(sock);
+err_clients:
+	knbd_listener_stop(&node->clients);
 err_net:
-	put_net(net);
+	put_net(node->net);
+	node->net = NULL;
 	return ret;
 }
 
@@ -731,16 +821,14 @@ void knbd_node_close_volume_conns(struct knbd_node *node, struct knbd_volume *vo
 
 void knbd_node_disable(struct knbd_node *node)
 {
-	struct socket *sock = node->listen_sock;
+	struct knbd_peer *peer;
 
 	lockdep_assert_held(&node->lock);
-	write_lock_bh(&sock->sk->sk_callback_lock);
-	sock->sk->sk_data_ready = node->saved_data_ready;
-	sock->sk->sk_user_data = NULL;
-	write_unlock_bh(&sock->sk->sk_callback_lock);
-	cancel_work_sync(&node->accept_work);
-	sock_release(sock);
-	node->listen_sock = NULL;
+	knbd_listener_stop(&node->clients);
+	knbd_listener_stop(&node->peers_listener);
+	/* Fails forwarded pieces in flight, so client requests can finish. */
+	list_for_each_entry(peer, &node->peers, node_entry)
+		knbd_peer_stop(peer);
 
 	knbd_node_close_volume_conns(node, NULL);
 	wait_var_event(&node->nr_conns, !atomic_read(&node->nr_conns));

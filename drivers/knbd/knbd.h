@@ -15,6 +15,7 @@
 
 #include <linux/atomic.h>
 #include <linux/bvec.h>
+#include <linux/completion.h>
 #include <linux/configfs.h>
 #include <linux/kref.h>
 #include <linux/list.h>
@@ -22,10 +23,12 @@
 #include <linux/sizes.h>
 #include <linux/socket.h>
 #include <linux/types.h>
+#include <linux/uio.h>
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 
 #include <knbd/nbd_proto.h>
+#include <knbd/peer_proto.h>
 
 #define KNBD_DEFAULT_PORT		10809
 #define KNBD_DEFAULT_MAX_CONNS		64
@@ -52,6 +55,14 @@
 #define KNBD_MAX_OPTIONS		256
 #define KNBD_HANDSHAKE_TIMEOUT		(30 * HZ)
 #define KNBD_SEND_TIMEOUT_SECS		30
+
+/* Server-to-server links. */
+#define KNBD_DEFAULT_PEER_PORT		10810
+#define KNBD_PEER_MAX_INFLIGHT		128U
+#define KNBD_PEER_IO_TIMEOUT		(15 * HZ)	/* no reply this long: link dead */
+#define KNBD_PEER_HELLO_TIMEOUT		(5 * HZ)
+#define KNBD_PEER_BACKOFF_MIN_MS	100
+#define KNBD_PEER_BACKOFF_MAX_MS	5000
 
 /* ---- pure protocol logic (proto.c): no sockets, no files ---- */
 
@@ -110,6 +121,7 @@ u32 knbd_proto_payload_len(const struct knbd_cmd *cmd);
 void knbd_proto_encode_reply(struct nbd_wire_simple_reply *reply, u64 cookie,
 			     u32 nbd_err);
 u32 knbd_proto_errno_to_nbd(int err);
+int knbd_proto_nbd_to_errno(u32 nbd_err);
 const char *knbd_proto_cmd_name(u16 type);
 
 /* ---- routing of partitioned volumes (route.c): pure ---- */
@@ -145,6 +157,12 @@ struct knbd_seg {
 	u32 owner;
 };
 
+/* What a forwarded piece carries so the owner can check our table matches. */
+struct knbd_route_id {
+	u64 epoch;
+	u32 checksum;
+};
+
 struct knbd_route *knbd_route_parse(const char *text, size_t len, u64 size,
 				    u32 extent_shift, const char **why);
 void knbd_route_free(struct knbd_route *rt);
@@ -154,6 +172,19 @@ u32 knbd_route_split(const struct knbd_route *rt, u64 offset, u64 len,
 bool knbd_route_owns(const struct knbd_route *rt, u64 offset, u64 len, u32 id);
 u64 knbd_route_count(const struct knbd_route *rt, u32 id);
 int knbd_route_format(const struct knbd_route *rt, char *buf, size_t size);
+
+/* ---- server-to-server frames (proto.c): pure ---- */
+
+#define KNBD_PEER_MAX_FRAME	(sizeof(struct knbd_peer_io) + KNBD_PEER_MAX_NAME + \
+				 KNBD_MAX_REQ_BYTES)
+
+void knbd_peer_encode_hdr(struct knbd_peer_hdr *hdr, u16 type, u32 len);
+int knbd_peer_decode_hdr(const struct knbd_peer_hdr *hdr, u16 *type, u32 *len);
+int knbd_peer_decode_io(const struct knbd_peer_io *io, u32 frame_len,
+			struct knbd_cmd *cmd, u64 *epoch, u32 *checksum,
+			u16 *name_len);
+int knbd_peer_check_reply(u32 frame_len, u32 error, u32 status, u16 cmd,
+			  u32 len);
 
 /* ---- objects ---- */
 
@@ -166,11 +197,27 @@ struct knbd_vol_stats {
 	atomic64_t trims;
 	atomic64_t write_zeroes;
 	atomic64_t errors;
+	atomic64_t local_ios;		/* pieces served from this member's store */
+	atomic64_t forwarded_ios;	/* pieces sent to their owner */
+	atomic64_t peer_ios;		/* pieces served for other members */
+	atomic64_t epoch_mismatches;
+};
+
+struct knbd_node;
+
+/* A listening socket of a node: clients, or other members. */
+struct knbd_listener {
+	struct knbd_node *node;
+	struct socket *sock;
+	void (*saved_data_ready)(struct sock *sk);
+	struct work_struct accept_work;
+	bool peer;
 };
 
 struct knbd_node {
 	struct config_group group;
 	struct config_group volumes_group;
+	struct config_group peers_group;
 
 	/* Protects configuration, the enable state and the volume list. */
 	struct mutex lock;
@@ -178,16 +225,21 @@ struct knbd_node {
 	unsigned int nr_volumes;
 	struct sockaddr_storage listen_addr;
 	u16 listen_port;
+	u16 peer_port;
 	u32 max_conns;
+	u32 node_id;
+	u32 group_id;
 	bool enabled;
 
 	/* Valid while enabled. */
 	struct net *net;
-	struct socket *listen_sock;
-	void (*saved_data_ready)(struct sock *sk);
-	struct work_struct accept_work;
+	struct knbd_listener clients;
+	struct knbd_listener peers_listener;
 
-	/* Client connections; lock order: lock -> conns_lock. */
+	/* Peer links, RCU list; writers hold lock. */
+	struct list_head peers;
+
+	/* Client and peer-server connections; lock order: lock -> conns_lock. */
 	struct mutex conns_lock;
 	struct list_head conns;
 	atomic_t nr_conns;
@@ -204,6 +256,7 @@ struct knbd_volume {
 	char *description;
 	u64 size_cfg;
 	u32 min_block;
+	u32 extent_shift;
 	bool readonly;
 	bool enabled;
 
@@ -211,9 +264,73 @@ struct knbd_volume {
 	struct file *backing;
 	struct knbd_export_info info;
 
-	/* Connections attached to this export; disable waits for zero. */
+	/* NULL: every extent is local.  Replaced under node->lock. */
+	struct knbd_route __rcu *route;
+
+	/* Users: attached connections and peer requests in flight. */
 	atomic_t nr_conns;
 	struct knbd_vol_stats stats;
+};
+
+enum knbd_peer_state {
+	KNBD_PEER_DOWN,
+	KNBD_PEER_CONNECTING,
+	KNBD_PEER_UP,
+};
+
+/* The outgoing link to another member, which serves our forwarded pieces. */
+struct knbd_peer {
+	struct config_group group;
+	struct knbd_node *node;
+	struct list_head node_entry;	/* node->peers (RCU) */
+
+	/* Configuration, under node->lock; frozen while the node is enabled. */
+	struct sockaddr_storage addr;
+	u16 port;
+	u32 node_id;
+
+	/* Link. */
+	struct delayed_work connect_work;
+	struct work_struct recv_work;
+	unsigned int backoff_ms;
+	enum knbd_peer_state state;
+	bool stopping;
+	bool running;			/* started by node enable */
+	u32 remote_group;
+
+	/* Serialises frames on the socket; sock and gen change under it too. */
+	struct mutex send_lock;
+	struct socket *sock;
+
+	/* Forwarded pieces waiting for their reply. */
+	spinlock_t pending_lock;
+	struct list_head pending;
+	bool link_up;
+	u32 gen;
+	u64 next_cookie;
+	unsigned int inflight;
+	wait_queue_head_t wait;
+
+	atomic_t users;			/* forwarders inside knbd_peer_forward() */
+	atomic64_t forwarded;
+	atomic64_t failed;
+	atomic64_t connects;
+	atomic64_t mismatches;
+};
+
+/* One piece of a client request on its way to its owner. */
+struct knbd_fwd {
+	struct list_head entry;
+	struct completion done;
+	u64 cookie;
+	u16 cmd;
+	u16 flags;
+	u64 offset;
+	u32 len;
+	struct iov_iter iter;		/* WRITE source or READ destination */
+	u32 nbd_err;
+	u32 status;
+	u64 remote_epoch;
 };
 
 enum knbd_conn_state {
@@ -225,7 +342,7 @@ enum knbd_conn_state {
 struct knbd_conn {
 	struct kref ref;
 	struct knbd_node *node;
-	struct knbd_volume *vol;	/* set once under node->lock at GO */
+	struct knbd_volume *vol;	/* client: set once under node->lock at GO */
 	struct socket *sock;
 	struct list_head node_entry;	/* node->conns, under conns_lock */
 	struct work_struct recv_work;
@@ -233,6 +350,8 @@ struct knbd_conn {
 	struct sockaddr_storage peer;
 	enum knbd_conn_state state;
 	bool no_zeroes;
+	bool is_peer;			/* another member, not an NBD client */
+	u32 peer_id;
 
 	/* Serialises replies: header and data of one reply stay together. */
 	struct mutex send_lock;
@@ -252,9 +371,11 @@ struct knbd_conn {
 
 struct knbd_req {
 	struct knbd_conn *conn;
+	struct knbd_volume *vol;
 	struct work_struct work;
 	struct knbd_cmd cmd;
 	u32 nbd_err;
+	u32 peer_status;		/* peer-server requests: KNBD_PEER_* */
 	unsigned int nr_bvec;
 	struct bio_vec *bvec;
 	struct bio_vec inline_bvec[];
@@ -275,10 +396,21 @@ void knbd_node_init_work(struct knbd_node *node);
 int knbd_node_enable(struct knbd_node *node);
 void knbd_node_disable(struct knbd_node *node);
 void knbd_node_close_volume_conns(struct knbd_node *node, struct knbd_volume *vol);
+struct knbd_volume *knbd_node_get_volume(struct knbd_node *node, const char *name,
+					 u32 len);
+void knbd_volume_put_user(struct knbd_volume *vol);
 void knbd_conn_put(struct knbd_conn *conn);
 void knbd_conn_req_done(struct knbd_conn *conn, u32 data_len);
+bool knbd_conn_has_room(struct knbd_conn *conn, u32 bytes);
+void knbd_conn_unreserve(struct knbd_conn *conn, u32 bytes);
 int knbd_conn_send_reply(struct knbd_conn *conn, u64 cookie, u32 nbd_err,
 			 struct bio_vec *bvec, unsigned int nr_bvec, u32 len);
+int knbd_recv(struct socket *sock, void *buf, size_t len);
+int knbd_recv_iter(struct socket *sock, struct iov_iter *iter);
+int knbd_send(struct socket *sock, const void *buf, size_t len, int flags);
+int knbd_send_iter(struct socket *sock, struct iov_iter *iter, int flags);
+int knbd_drain(struct knbd_conn *conn, u32 len);
+void knbd_sock_set_rcvtimeo(struct socket *sock, long timeo);
 
 /* io.c */
 int knbd_backing_open(struct knbd_volume *vol);
@@ -286,6 +418,19 @@ void knbd_backing_close(struct knbd_volume *vol);
 struct knbd_req *knbd_req_alloc(struct knbd_conn *conn, const struct knbd_cmd *cmd);
 void knbd_req_free(struct knbd_req *req);
 void knbd_io_submit(struct knbd_req *req);
+
+/* peer.c */
+void knbd_peer_init(struct knbd_peer *peer, struct knbd_node *node);
+void knbd_peer_start(struct knbd_peer *peer);
+void knbd_peer_stop(struct knbd_peer *peer);
+struct knbd_peer *knbd_peer_get(struct knbd_node *node, u32 node_id);
+void knbd_peer_put(struct knbd_peer *peer);
+int knbd_peer_forward(struct knbd_peer *peer, struct knbd_volume *vol,
+		      const struct knbd_route_id *rid, struct knbd_fwd *fwd);
+void knbd_peer_serve(struct knbd_conn *conn);
+int knbd_peer_send_reply(struct knbd_conn *conn, struct knbd_req *req,
+			 const struct knbd_route_id *rid);
+const char *knbd_peer_state_name(enum knbd_peer_state state);
 
 /* configfs.c */
 int knbd_configfs_init(void);

@@ -257,6 +257,29 @@ u32 knbd_proto_errno_to_nbd(int err)
 	}
 }
 
+/* The inverse, for errors a peer reports about a forwarded piece. */
+int knbd_proto_nbd_to_errno(u32 nbd_err)
+{
+	switch (nbd_err) {
+	case 0:
+		return 0;
+	case NBD_EPERM:
+		return -EPERM;
+	case NBD_ENOMEM:
+		return -ENOMEM;
+	case NBD_EINVAL:
+		return -EINVAL;
+	case NBD_ENOSPC:
+		return -ENOSPC;
+	case NBD_ENOTSUP:
+		return -EOPNOTSUPP;
+	case NBD_ESHUTDOWN:
+		return -ESHUTDOWN;
+	default:
+		return -EIO;
+	}
+}
+
 const char *knbd_proto_cmd_name(u16 type)
 {
 	switch (type) {
@@ -275,4 +298,78 @@ const char *knbd_proto_cmd_name(u16 type)
 	default:
 		return "UNKNOWN";
 	}
+}
+
+/* ---- server-to-server frames ---- */
+
+void knbd_peer_encode_hdr(struct knbd_peer_hdr *hdr, u16 type, u32 len)
+{
+	hdr->magic = cpu_to_be32(KNBD_PEER_MAGIC);
+	hdr->version = cpu_to_be16(KNBD_PEER_VERSION);
+	hdr->type = cpu_to_be16(type);
+	hdr->len = cpu_to_be32(len);
+}
+
+int knbd_peer_decode_hdr(const struct knbd_peer_hdr *hdr, u16 *type, u32 *len)
+{
+	if (be32_to_cpu(hdr->magic) != KNBD_PEER_MAGIC)
+		return -EPROTO;
+	if (be16_to_cpu(hdr->version) != KNBD_PEER_VERSION)
+		return -EPROTONOSUPPORT;
+	*type = be16_to_cpu(hdr->type);
+	*len = be32_to_cpu(hdr->len);
+	if (*len > KNBD_PEER_MAX_FRAME)
+		return -EMSGSIZE;
+	return 0;
+}
+
+/*
+ * Validate an IO frame whose header announced @frame_len bytes.  The
+ * frame must hold exactly the fixed part, the name and a WRITE's payload,
+ * so that the stream cannot get out of step.
+ */
+int knbd_peer_decode_io(const struct knbd_peer_io *io, u32 frame_len,
+			struct knbd_cmd *cmd, u64 *epoch, u32 *checksum,
+			u16 *name_len)
+{
+	u64 want;
+
+	cmd->cookie = be64_to_cpu(io->cookie);
+	cmd->type = be16_to_cpu(io->cmd);
+	cmd->flags = be16_to_cpu(io->flags);
+	cmd->offset = be64_to_cpu(io->offset);
+	cmd->len = be32_to_cpu(io->len);
+	*epoch = be64_to_cpu(io->epoch);
+	*checksum = be32_to_cpu(io->checksum);
+	*name_len = be16_to_cpu(io->name_len);
+
+	if (!*name_len || *name_len > KNBD_PEER_MAX_NAME)
+		return -EPROTO;
+	switch (cmd->type) {
+	case NBD_CMD_READ:
+	case NBD_CMD_WRITE:
+		if (!cmd->len || cmd->len > KNBD_MAX_REQ_BYTES)
+			return -EPROTO;
+		break;
+	case NBD_CMD_FLUSH:
+	case NBD_CMD_TRIM:
+	case NBD_CMD_WRITE_ZEROES:
+		break;
+	default:
+		return -EPROTO;
+	}
+	want = sizeof(*io) + *name_len + knbd_proto_payload_len(cmd);
+	if (frame_len != want)
+		return -EPROTO;
+	return 0;
+}
+
+/* Is an IO_REPLY of @frame_len bytes consistent with the piece we sent? */
+int knbd_peer_check_reply(u32 frame_len, u32 error, u32 status, u16 cmd, u32 len)
+{
+	u32 want = sizeof(struct knbd_peer_io_reply);
+
+	if (!error && status == KNBD_PEER_OK && cmd == NBD_CMD_READ)
+		want += len;
+	return frame_len == want ? 0 : -EPROTO;
 }

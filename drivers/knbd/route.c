@@ -8,7 +8,7 @@
  * touches and merges neighbours with the same owner.  Nothing here
  * touches sockets or files (KUnit: kunit/route_test.c).
  *
- * Text format, one directive per line ('#' starts a comment):
+ * Text format, one directive per line or per ';' ('#' starts a comment):
  *   epoch <u64>                 required, > 0
  *   stripe <id> [<id> ...]      extent i belongs to id[i % n]
  *   <first>[-<last>] <id>       explicit extent ranges (inclusive)
@@ -101,6 +101,15 @@ static u32 knbd_route_compute_checksum(const struct knbd_route *rt)
 
 #define KNBD_ROUTE_TOKEN	32
 
+/* A directive ends at a newline or a ';' (one-line tables for echo). */
+static const char *knbd_route_eol(const char *p, const char *end)
+{
+	for (; p < end; p++)
+		if (*p == '\n' || *p == ';')
+			return p;
+	return NULL;
+}
+
 /*
  * Parse a routing table for a volume of @size bytes cut in extents of
  * 1 << @extent_shift bytes.  On error returns an ERR_PTR and points @why
@@ -145,7 +154,7 @@ struct knbd_route *knbd_route_parse(const char *text, size_t len, u64 size,
 	}
 
 	while (p < end) {
-		const char *eol = memchr(p, '\n', end - p);
+		const char *eol = knbd_route_eol(p, end);
 		const char *hash, *lend = eol ? eol : end;
 		const char *q = p;
 

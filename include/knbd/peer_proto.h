@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Server-to-server wire format between knbd members (big endian).
+ *
+ * Every frame starts with struct knbd_peer_hdr; len counts the bytes that
+ * follow it.  The connecting member sends HELLO first, the accepting one
+ * answers with its own HELLO; then the connecting side sends IO frames and
+ * the accepting side answers each with an IO_REPLY carrying the cookie.
+ */
+#ifndef _KNBD_PEER_PROTO_H
+#define _KNBD_PEER_PROTO_H
+
+#include <linux/types.h>
+
+#define KNBD_PEER_MAGIC			0x4b4e4244U	/* "KNBD" */
+#define KNBD_PEER_VERSION		1
+
+#define KNBD_PEER_HELLO			1
+#define KNBD_PEER_IO			2
+#define KNBD_PEER_IO_REPLY		3
+
+/* IO_REPLY status, besides the NBD error. */
+#define KNBD_PEER_OK			0
+#define KNBD_PEER_NO_VOLUME		1	/* no enabled volume of that name */
+#define KNBD_PEER_EPOCH_MISMATCH	2	/* routing tables differ */
+#define KNBD_PEER_NOT_OWNER		3	/* the range is not ours */
+#define KNBD_PEER_BAD_REQUEST		4
+
+#define KNBD_PEER_MAX_NAME		255
+
+struct knbd_peer_hdr {
+	__be32 magic;
+	__be16 version;
+	__be16 type;
+	__be32 len;
+} __packed;
+
+struct knbd_peer_hello {
+	__be32 node_id;
+	__be32 group_id;
+	__be32 flags;
+	__be32 reserved;
+} __packed;
+
+/* Followed by name_len bytes of volume name, then the WRITE payload. */
+struct knbd_peer_io {
+	__be64 cookie;
+	__be64 epoch;
+	__be32 checksum;
+	__be16 cmd;
+	__be16 flags;
+	__be64 offset;
+	__be32 len;
+	__be16 name_len;
+	__be16 reserved;
+} __packed;
+
+/* Followed by the READ payload when error == 0 and status == OK. */
+struct knbd_peer_io_reply {
+	__be64 cookie;
+	__be32 error;
+	__be32 status;
+	__be64 epoch;
+	__be32 checksum;
+	__be32 reserved;
+} __packed;
+
+#endif /* _KNBD_PEER_PROTO_H */
