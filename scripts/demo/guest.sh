@@ -88,9 +88,88 @@ with open(out, "w") as o:
 PY
 sed 's/^/    /' $CFG/nodes/demo/volumes/vol0/stats | paste -sd' ' | sed 's/^/[stats] /' >>"$KNBD_OUT/summary.txt"
 
-step "detaching and tearing down"
+step "detaching the single-member volume"
 nbd-client -d /dev/nbd0 >/dev/null
 cleanup
+
+# ---- part 2: one volume partitioned over a group of three members ----
+step "group: three members m1 m2 m3, each in its own network namespace (192.0.2.1-3 on a bridge)"
+insmod "$MOD" || die "insmod $MOD failed"
+modprobe bridge && modprobe veth || die "cannot load bridge/veth"
+group_cleanup() {
+	nbd-client -d /dev/nbd1 >/dev/null 2>&1 || true
+	for i in 1 2 3; do
+		n=$CFG/nodes/m$i
+		[ -d $n ] || continue
+		echo 0 >$n/enable 2>/dev/null || true
+		rmdir $n/volumes/* $n/peers/* $n 2>/dev/null || true
+	done
+	rmmod knbd 2>/dev/null || true
+	for i in 1 2 3; do ip netns del m$i 2>/dev/null || true; done
+	ip link del br0 2>/dev/null || true
+}
+trap group_cleanup EXIT
+ip link add br0 type bridge && ip addr add 192.0.2.254/24 dev br0 && ip link set br0 up
+for i in 1 2 3; do
+	ip netns add m$i
+	ip link add v$i type veth peer name e$i
+	ip link set e$i netns m$i
+	ip link set v$i master br0 && ip link set v$i up
+	ip -n m$i addr add 192.0.2.$i/24 dev e$i && ip -n m$i link set e$i up && ip -n m$i link set lo up
+	truncate -s 0 /dev/shm/m$i.img
+	n=$CFG/nodes/m$i
+	mkdir $n
+	echo $i >$n/node_id
+	echo 7 >$n/group_id
+	echo 192.0.2.$i >$n/listen_addr
+	for j in 1 2 3; do
+		[ $j = $i ] && continue
+		mkdir $n/peers/m$j
+		echo 192.0.2.$j >$n/peers/m$j/addr
+		echo $j >$n/peers/m$j/node_id
+	done
+	mkdir $n/volumes/gv
+	echo /dev/shm/m$i.img >$n/volumes/gv/backing_path
+	echo 1G >$n/volumes/gv/size
+	echo "epoch 1; stripe 1 2 3" >$n/volumes/gv/routing
+	echo 1 >$n/volumes/gv/enable
+	nsenter --net=/run/netns/m$i sh -c "echo 1 > $n/enable" || die "cannot enable m$i"
+done
+for t in $(seq 50); do
+	[ "$(cat $CFG/nodes/m*/peers/*/state | grep -c 'state up')" = 6 ] && break
+	sleep 0.2
+done
+step "member links: $(cat $CFG/nodes/m*/peers/*/state | grep -c 'state up')/6 up; routing of gv on m1:"
+sed 's/^/    /' $CFG/nodes/m1/volumes/gv/routing
+step "attaching /dev/nbd1 to member m1 (nbd-client -C 2); m1 stores a third, forwards the rest"
+timeout 60 nbd-client 192.0.2.1 10809 /dev/nbd1 -N gv -C 2 -t 30 >/dev/null || die "nbd-client could not attach to m1"
+step "fio randrw-verify on the group volume (${RUNTIME}s)"
+timeout $((RUNTIME + 120)) fio --name=group-randrw --filename=/dev/nbd1 --direct=1 --ioengine=libaio \
+	--size=1G --runtime="$RUNTIME" --time_based --rw=randrw --bs=64k --iodepth=16 --verify=crc32c \
+	--verify_fatal=1 --eta=never --output-format=json --output=/tmp/group.json || die "fio on the group failed"
+python3 - "$KNBD_OUT/summary.txt" /tmp/group.json <<'PY'
+import json, sys
+j = json.load(open(sys.argv[2]))["jobs"][0]
+with open(sys.argv[1], "a") as o:
+    o.write("\ngroup volume gv (1 GiB, 1 MiB extents striped over m1 m2 m3), client on m1, fio 64k randrw verify:\n")
+    for d in ("read", "write"):
+        s = j[d]
+        o.write("  %-5s %8.0f IOPS %8.1f MB/s  lat avg %8.0f us  errors %d\n" % (
+            d, s["iops"], s["bw_bytes"] / 1e6, s["clat_ns"]["mean"] / 1e3, j.get("error", 0)))
+PY
+{
+	printf '  %-4s %10s %10s %10s %10s %12s\n' member local_ios forwarded peer_ios errors "stored KiB"
+	for i in 1 2 3; do
+		st=$CFG/nodes/m$i/volumes/gv/stats
+		printf '  m%-3s %10s %10s %10s %10s %12s\n' $i "$(awk '$1=="local_ios"{print $2}' $st)" \
+			"$(awk '$1=="forwarded_ios"{print $2}' $st)" "$(awk '$1=="peer_ios"{print $2}' $st)" \
+			"$(awk '$1=="errors"{print $2}' $st)" "$(du -k /dev/shm/m$i.img | cut -f1)"
+	done
+} >>"$KNBD_OUT/summary.txt"
+
+step "detaching and tearing down"
+nbd-client -d /dev/nbd1 >/dev/null
+group_cleanup
 trap - EXIT
 if dmesg | grep -E 'BUG:|WARNING:|Oops|KASAN' >/dev/null; then
 	die "kernel reported a problem (see dmesg.txt)"
