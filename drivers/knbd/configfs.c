@@ -324,11 +324,10 @@ static ssize_t knbd_volume_enable_show(struct config_item *item, char *page)
 
 static int knbd_volume_enable(struct knbd_volume *vol)
 {
+	struct knbd_route *rt;
 	int ret;
 
 	lockdep_assert_held(&vol->node->lock);
-	struct knbd_route *rt;
-
 	ret = knbd_backing_open(vol);
 	if (ret)
 		return ret;
@@ -347,10 +346,16 @@ static int knbd_volume_enable(struct knbd_volume *vol)
 	return 0;
 }
 
+/*
+ * Called with state_lock but not lock held: the connections we wait for
+ * may need lock to finish a handshake or a peer lookup.
+ */
 static void knbd_volume_disable(struct knbd_volume *vol)
 {
-	lockdep_assert_held(&vol->node->lock);
+	lockdep_assert_held(&vol->node->state_lock);
+	mutex_lock(&vol->node->lock);
 	vol->enabled = false;
+	mutex_unlock(&vol->node->lock);
 	knbd_node_close_volume_conns(vol->node, vol);
 	wait_var_event(&vol->nr_conns, !atomic_read(&vol->nr_conns));
 	knbd_backing_close(vol);
@@ -368,12 +373,15 @@ static ssize_t knbd_volume_enable_store(struct config_item *item,
 		knbd_cfg_warn(item, "enable must be 0 or 1\n");
 		return -EINVAL;
 	}
-	mutex_lock(&vol->node->lock);
-	if (enable && !vol->enabled)
+	mutex_lock(&vol->node->state_lock);
+	if (enable && !vol->enabled) {
+		mutex_lock(&vol->node->lock);
 		ret = knbd_volume_enable(vol);
-	else if (!enable && vol->enabled)
+		mutex_unlock(&vol->node->lock);
+	} else if (!enable && vol->enabled) {
 		knbd_volume_disable(vol);
-	mutex_unlock(&vol->node->lock);
+	}
+	mutex_unlock(&vol->node->state_lock);
 	return ret ? ret : count;
 }
 CONFIGFS_ATTR(knbd_volume_, enable);
@@ -468,12 +476,14 @@ static void knbd_volume_drop(struct config_group *group, struct config_item *ite
 	struct knbd_volume *vol = to_knbd_volume(item);
 	struct knbd_node *node = vol->node;
 
-	mutex_lock(&node->lock);
+	mutex_lock(&node->state_lock);
 	if (vol->enabled)
 		knbd_volume_disable(vol);
+	mutex_lock(&node->lock);
 	list_del(&vol->node_entry);
 	node->nr_volumes--;
 	mutex_unlock(&node->lock);
+	mutex_unlock(&node->state_lock);
 	config_item_put(item);
 }
 
@@ -652,9 +662,11 @@ static struct config_group *knbd_peer_make(struct config_group *group,
 	knbd_peer_init(peer, node);
 	config_group_init_type_name(&peer->group, name, &knbd_peer_type);
 
+	mutex_lock(&node->state_lock);
 	mutex_lock(&node->lock);
 	if (node->enabled) {
 		mutex_unlock(&node->lock);
+		mutex_unlock(&node->state_lock);
 		pr_warn_ratelimited("node %s: add peers while the node is disabled\n",
 				    config_item_name(&node->group.cg_item));
 		kfree(peer);
@@ -664,6 +676,7 @@ static struct config_group *knbd_peer_make(struct config_group *group,
 		n++;
 	if (n >= KNBD_MAX_MEMBERS - 1) {
 		mutex_unlock(&node->lock);
+		mutex_unlock(&node->state_lock);
 		pr_warn_ratelimited("node %s: at most %d peers\n",
 				    config_item_name(&node->group.cg_item),
 				    KNBD_MAX_MEMBERS - 1);
@@ -672,6 +685,7 @@ static struct config_group *knbd_peer_make(struct config_group *group,
 	}
 	list_add_tail_rcu(&peer->node_entry, &node->peers);
 	mutex_unlock(&node->lock);
+	mutex_unlock(&node->state_lock);
 	return &peer->group;
 }
 
@@ -680,10 +694,12 @@ static void knbd_peer_drop(struct config_group *group, struct config_item *item)
 	struct knbd_peer *peer = to_knbd_peer(item);
 	struct knbd_node *node = peer->node;
 
+	mutex_lock(&node->state_lock);
 	mutex_lock(&node->lock);
 	list_del_rcu(&peer->node_entry);
-	knbd_peer_stop(peer);
 	mutex_unlock(&node->lock);
+	knbd_peer_stop(peer);
+	mutex_unlock(&node->state_lock);
 	synchronize_rcu();
 	config_item_put(item);
 }
@@ -890,16 +906,17 @@ static ssize_t knbd_node_enable_store(struct config_item *item,
 		knbd_cfg_warn(item, "enable must be 0 or 1\n");
 		return -EINVAL;
 	}
-	mutex_lock(&node->lock);
+	mutex_lock(&node->state_lock);
 	if (enable && !node->enabled) {
+		mutex_lock(&node->lock);
 		ret = knbd_node_enable(node);
 		if (!ret)
 			node->enabled = true;
+		mutex_unlock(&node->lock);
 	} else if (!enable && node->enabled) {
 		knbd_node_disable(node);
-		node->enabled = false;
 	}
-	mutex_unlock(&node->lock);
+	mutex_unlock(&node->state_lock);
 	return ret ? ret : count;
 }
 CONFIGFS_ATTR(knbd_node_, enable);
@@ -976,6 +993,7 @@ static struct config_group *knbd_node_make(struct config_group *group,
 	node = kzalloc(sizeof(*node), GFP_KERNEL);
 	if (!node)
 		return ERR_PTR(-ENOMEM);
+	mutex_init(&node->state_lock);
 	mutex_init(&node->lock);
 	mutex_init(&node->conns_lock);
 	INIT_LIST_HEAD(&node->volumes);
@@ -1004,12 +1022,10 @@ static void knbd_node_drop(struct config_group *group, struct config_item *item)
 {
 	struct knbd_node *node = to_knbd_node(item);
 
-	mutex_lock(&node->lock);
-	if (node->enabled) {
+	mutex_lock(&node->state_lock);
+	if (node->enabled)
 		knbd_node_disable(node);
-		node->enabled = false;
-	}
-	mutex_unlock(&node->lock);
+	mutex_unlock(&node->state_lock);
 	config_item_put(item);
 }
 

@@ -782,6 +782,7 @@ int knbd_node_enable(struct knbd_node *node)
 	struct knbd_peer *peer;
 	int ret;
 
+	lockdep_assert_held(&node->state_lock);
 	lockdep_assert_held(&node->lock);
 	/* Kernel sockets do not pin their namespace: hold it ourselves. */
 	node->net = get_net(current->nsproxy->net_ns);
@@ -819,11 +820,16 @@ void knbd_node_close_volume_conns(struct knbd_node *node, struct knbd_volume *vo
 	mutex_unlock(&node->conns_lock);
 }
 
+/*
+ * Called with state_lock but not lock held; lock is only taken at the end.
+ * The node stays "enabled" for configuration (frozen attributes) until the
+ * last connection is gone.
+ */
 void knbd_node_disable(struct knbd_node *node)
 {
 	struct knbd_peer *peer;
 
-	lockdep_assert_held(&node->lock);
+	lockdep_assert_held(&node->state_lock);
 	knbd_listener_stop(&node->clients);
 	knbd_listener_stop(&node->peers_listener);
 	/* Fails forwarded pieces in flight, so client requests can finish. */
@@ -833,6 +839,9 @@ void knbd_node_disable(struct knbd_node *node)
 	knbd_node_close_volume_conns(node, NULL);
 	wait_var_event(&node->nr_conns, !atomic_read(&node->nr_conns));
 
+	mutex_lock(&node->lock);
+	node->enabled = false;
+	mutex_unlock(&node->lock);
 	put_net(node->net);
 	node->net = NULL;
 	pr_info("node %s: disabled\n", config_item_name(&node->group.cg_item));

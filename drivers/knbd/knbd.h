@@ -219,7 +219,14 @@ struct knbd_node {
 	struct config_group volumes_group;
 	struct config_group peers_group;
 
-	/* Protects configuration, the enable state and the volume list. */
+	/*
+	 * state_lock serialises enabling and disabling the node, its volumes
+	 * and its peers, and is held while waiting for connections to go.
+	 * lock protects configuration, enable flags and the volume list; it
+	 * is never held while waiting, as handshakes and peer lookups take it.
+	 * Order: state_lock -> lock -> conns_lock.
+	 */
+	struct mutex state_lock;
 	struct mutex lock;
 	struct list_head volumes;
 	unsigned int nr_volumes;

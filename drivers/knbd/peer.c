@@ -284,10 +284,10 @@ void knbd_peer_init(struct knbd_peer *peer, struct knbd_node *node)
 	init_waitqueue_head(&peer->wait);
 }
 
-/* Called with node->lock held when the node is enabled. */
+/* Called with state_lock held when the node is enabled. */
 void knbd_peer_start(struct knbd_peer *peer)
 {
-	lockdep_assert_held(&peer->node->lock);
+	lockdep_assert_held(&peer->node->state_lock);
 	if (peer->running)
 		return;
 	peer->stopping = false;
@@ -303,7 +303,7 @@ void knbd_peer_start(struct knbd_peer *peer)
  */
 void knbd_peer_stop(struct knbd_peer *peer)
 {
-	lockdep_assert_held(&peer->node->lock);
+	lockdep_assert_held(&peer->node->state_lock);
 	if (!peer->running)
 		return;
 	WRITE_ONCE(peer->stopping, true);
