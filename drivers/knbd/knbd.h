@@ -226,8 +226,8 @@ struct knbd_node {
 	 * is never held while waiting, as handshakes and peer lookups take it.
 	 * Order: state_lock -> lock -> conns_lock.
 	 */
-	struct mutex state_lock;
-	struct mutex lock;
+	struct mutex state_lock;	/* enable/disable transitions */
+	struct mutex lock;		/* configuration, flags, volumes */
 	struct list_head volumes;
 	unsigned int nr_volumes;
 	struct sockaddr_storage listen_addr;
