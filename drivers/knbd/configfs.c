@@ -890,6 +890,86 @@ static ssize_t knbd_node_group_id_store(struct config_item *item,
 }
 CONFIGFS_ATTR(knbd_node_, group_id);
 
+static ssize_t knbd_node_load_tick_ms_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%u\n", to_knbd_node(item)->load_tick_ms);
+}
+
+/* May change while enabled: the monitor reads it every tick. */
+static ssize_t knbd_node_load_tick_ms_store(struct config_item *item,
+					    const char *page, size_t count)
+{
+	u32 ms;
+
+	if (kstrtou32(page, 0, &ms) || ms < KNBD_MIN_LOAD_TICK_MS ||
+	    ms > KNBD_MAX_LOAD_TICK_MS) {
+		knbd_cfg_warn(item, "load_tick_ms must be %d..%d\n",
+			      KNBD_MIN_LOAD_TICK_MS, KNBD_MAX_LOAD_TICK_MS);
+		return -EINVAL;
+	}
+	WRITE_ONCE(to_knbd_node(item)->load_tick_ms, ms);
+	return count;
+}
+CONFIGFS_ATTR(knbd_node_, load_tick_ms);
+
+/* Loads are kept in milli weighted ops/s and shown in units, 3 decimals. */
+struct knbd_load_str {
+	char s[24];
+};
+
+static struct knbd_load_str knbd_load_fmt(u64 milli)
+{
+	struct knbd_load_str out;
+	u32 frac;
+	u64 whole = div_u64_rem(milli, 1000, &frac);
+
+	snprintf(out.s, sizeof(out.s), "%llu.%03u", whole, frac);
+	return out;
+}
+
+static ssize_t knbd_node_stats_show(struct config_item *item, char *page)
+{
+	struct knbd_node *node = to_knbd_node(item);
+	unsigned long tick = msecs_to_jiffies(READ_ONCE(node->load_tick_ms));
+	unsigned long now = jiffies;
+	struct knbd_volume *vol;
+	struct knbd_peer *peer;
+	u64 l = READ_ONCE(node->load);
+	int len;
+
+	len = sysfs_emit(page, "node %u load %s connections %d tick_ms %u\n",
+			 node->node_id, knbd_load_fmt(l).s, atomic_read(&node->nr_conns),
+			 node->load_tick_ms);
+	rcu_read_lock();
+	list_for_each_entry_rcu(peer, &node->peers, node_entry) {
+		unsigned long at = READ_ONCE(peer->remote_at);
+
+		l = READ_ONCE(peer->remote_load);
+		if (knbd_load_fresh(now, at, tick))
+			len += sysfs_emit_at(page, len,
+					     "peer %u load %s connections %u age_ms %u\n",
+					     peer->node_id, knbd_load_fmt(l).s,
+					     READ_ONCE(peer->remote_conns),
+					     jiffies_to_msecs(now - at));
+		else
+			len += sysfs_emit_at(page, len, "peer %u load unknown\n",
+					     peer->node_id);
+	}
+	rcu_read_unlock();
+	mutex_lock(&node->lock);
+	list_for_each_entry(vol, &node->volumes, node_entry) {
+		if (len > PAGE_SIZE - 128)
+			break;
+		l = READ_ONCE(vol->load);
+		len += sysfs_emit_at(page, len, "volume %s load %s\n",
+				     config_item_name(&vol->group.cg_item),
+				     knbd_load_fmt(l).s);
+	}
+	mutex_unlock(&node->lock);
+	return len;
+}
+CONFIGFS_ATTR_RO(knbd_node_, stats);
+
 static ssize_t knbd_node_enable_show(struct config_item *item, char *page)
 {
 	return sysfs_emit(page, "%d\n", to_knbd_node(item)->enabled);
@@ -936,6 +1016,7 @@ static ssize_t knbd_node_clients_show(struct config_item *item, char *page)
 	mutex_lock(&node->conns_lock);
 	list_for_each_entry(conn, &node->conns, node_entry) {
 		struct knbd_volume *vol = READ_ONCE(conn->vol);
+		u64 load = READ_ONCE(conn->load);
 		unsigned int inflight;
 
 		spin_lock(&conn->lock);
@@ -945,12 +1026,13 @@ static ssize_t knbd_node_clients_show(struct config_item *item, char *page)
 		if (len > PAGE_SIZE - 160)
 			break;
 		len += sysfs_emit_at(page, len,
-				     "%llu %pISpc %s state=%s inflight=%u ops=%lld bytes=%lld\n",
+				     "%llu %pISpc %s state=%s inflight=%u ops=%lld bytes=%lld load=%s\n",
 				     conn->id, &conn->peer,
+				     conn->is_peer ? "(member)" :
 				     vol ? config_item_name(&vol->group.cg_item) : "-",
 				     knbd_conn_state_names[READ_ONCE(conn->state)],
 				     inflight, atomic64_read(&conn->ops),
-				     atomic64_read(&conn->bytes));
+				     atomic64_read(&conn->bytes), knbd_load_fmt(load).s);
 	}
 	mutex_unlock(&node->conns_lock);
 	return len;
@@ -964,6 +1046,8 @@ static struct configfs_attribute *knbd_node_attrs[] = {
 	&knbd_node_attr_peer_port,
 	&knbd_node_attr_node_id,
 	&knbd_node_attr_group_id,
+	&knbd_node_attr_load_tick_ms,
+	&knbd_node_attr_stats,
 	&knbd_node_attr_enable,
 	&knbd_node_attr_clients,
 	NULL,
@@ -1005,6 +1089,7 @@ static struct config_group *knbd_node_make(struct config_group *group,
 	node->listen_port = KNBD_DEFAULT_PORT;
 	node->max_conns = KNBD_DEFAULT_MAX_CONNS;
 	node->peer_port = KNBD_DEFAULT_PEER_PORT;
+	node->load_tick_ms = KNBD_DEFAULT_LOAD_TICK_MS;
 	node->node_id = 1;
 	node->group_id = 1;
 	knbd_node_init_work(node);

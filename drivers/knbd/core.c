@@ -798,7 +798,15 @@ int knbd_node_enable(struct knbd_node *node)
 	}
 	list_for_each_entry(peer, &node->peers, node_entry)
 		knbd_peer_start(peer);
+	ret = knbd_load_start(node);
+	if (ret)
+		goto err_peers;
 	return 0;
+
+err_peers:
+	list_for_each_entry(peer, &node->peers, node_entry)
+		knbd_peer_stop(peer);
+	knbd_listener_stop(&node->peers_listener);
 
 err_clients:
 	knbd_listener_stop(&node->clients);
@@ -830,6 +838,7 @@ void knbd_node_disable(struct knbd_node *node)
 	struct knbd_peer *peer;
 
 	lockdep_assert_held(&node->state_lock);
+	knbd_load_stop(node);
 	knbd_listener_stop(&node->clients);
 	knbd_listener_stop(&node->peers_listener);
 	/* Fails forwarded pieces in flight, so client requests can finish. */

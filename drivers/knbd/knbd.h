@@ -186,6 +186,19 @@ int knbd_peer_decode_io(const struct knbd_peer_io *io, u32 frame_len,
 int knbd_peer_check_reply(u32 frame_len, u32 error, u32 status, u16 cmd,
 			  u32 len);
 
+/* ---- load arithmetic (load.c): pure ---- */
+
+#define KNBD_LOAD_BYTES_PER_OP		65536ULL
+#define KNBD_LOAD_EWMA_SHIFT		2
+#define KNBD_LOAD_STALE_TICKS		5
+#define KNBD_DEFAULT_LOAD_TICK_MS	200
+#define KNBD_MIN_LOAD_TICK_MS		20
+#define KNBD_MAX_LOAD_TICK_MS		10000
+
+u64 knbd_load_sample(u64 ops, u64 bytes, u32 elapsed_ms);
+u64 knbd_load_ewma(u64 avg, u64 sample, unsigned int shift);
+bool knbd_load_fresh(unsigned long now, unsigned long at, unsigned long tick);
+
 /* ---- objects ---- */
 
 struct knbd_vol_stats {
@@ -246,6 +259,12 @@ struct knbd_node {
 	/* Peer links, RCU list; writers hold lock. */
 	struct list_head peers;
 
+	/* Load monitor (load.c), running while enabled. */
+	struct task_struct *load_task;
+	u32 load_tick_ms;
+	u32 load_seq;
+	u64 load;
+
 	/* Client and peer-server connections; lock order: lock -> conns_lock. */
 	struct mutex conns_lock;
 	struct list_head conns;
@@ -277,6 +296,7 @@ struct knbd_volume {
 	/* Users: attached connections and peer requests in flight. */
 	atomic_t nr_conns;
 	struct knbd_vol_stats stats;
+	u64 load;			/* of the clients attached here */
 };
 
 enum knbd_peer_state {
@@ -317,6 +337,12 @@ struct knbd_peer {
 	u64 next_cookie;
 	unsigned int inflight;
 	wait_queue_head_t wait;
+
+	/* The peer's last load report; remote_at == 0: none yet. */
+	u64 remote_load;
+	u32 remote_conns;
+	u32 remote_seq;
+	unsigned long remote_at;
 
 	atomic_t users;			/* forwarders inside knbd_peer_forward() */
 	atomic64_t forwarded;
@@ -371,6 +397,9 @@ struct knbd_conn {
 
 	atomic64_t ops;
 	atomic64_t bytes;
+	u64 load_ops;			/* counters at the last load tick */
+	u64 load_bytes;
+	u64 load;			/* smoothed, milli weighted ops/s */
 
 	/* Scratch space for the handshake and for draining refused payloads. */
 	void *buf;
@@ -438,6 +467,11 @@ void knbd_peer_serve(struct knbd_conn *conn);
 int knbd_peer_send_reply(struct knbd_conn *conn, struct knbd_req *req,
 			 const struct knbd_route_id *rid);
 const char *knbd_peer_state_name(enum knbd_peer_state state);
+void knbd_peer_send_load(struct knbd_peer *peer, u64 load, u32 conns, u32 seq);
+
+/* load.c */
+int knbd_load_start(struct knbd_node *node);
+void knbd_load_stop(struct knbd_node *node);
 
 /* configfs.c */
 int knbd_configfs_init(void);

@@ -425,6 +425,51 @@ int knbd_peer_forward(struct knbd_peer *peer, struct knbd_volume *vol,
 	return 0;
 }
 
+/* Best effort: a report that cannot go now is replaced by the next one. */
+void knbd_peer_send_load(struct knbd_peer *peer, u64 load, u32 conns, u32 seq)
+{
+	struct {
+		struct knbd_peer_hdr hdr;
+		struct knbd_peer_load load;
+	} __packed msg = { };
+	bool up;
+
+	spin_lock(&peer->pending_lock);
+	up = peer->link_up;
+	spin_unlock(&peer->pending_lock);
+	if (!up)
+		return;
+	knbd_peer_encode_hdr(&msg.hdr, KNBD_PEER_LOAD, sizeof(msg.load));
+	msg.load.node_id = cpu_to_be32(peer->node->node_id);
+	msg.load.seq = cpu_to_be32(seq);
+	msg.load.load = cpu_to_be64(load);
+	msg.load.connections = cpu_to_be32(conns);
+	if (!mutex_trylock(&peer->send_lock))
+		return;		/* busy with I/O: skip this tick rather than queue */
+	if (peer->sock && knbd_send(peer->sock, &msg, sizeof(msg), 0))
+		kernel_sock_shutdown(peer->sock, SHUT_RDWR);
+	mutex_unlock(&peer->send_lock);
+}
+
+/* Record a member's report in our link to it. */
+static void knbd_peer_got_load(struct knbd_node *node, const struct knbd_peer_load *rep)
+{
+	u32 id = be32_to_cpu(rep->node_id);
+	struct knbd_peer *peer;
+
+	rcu_read_lock();
+	list_for_each_entry_rcu(peer, &node->peers, node_entry) {
+		if (peer->node_id != id)
+			continue;
+		WRITE_ONCE(peer->remote_load, be64_to_cpu(rep->load));
+		WRITE_ONCE(peer->remote_conns, be32_to_cpu(rep->connections));
+		WRITE_ONCE(peer->remote_seq, be32_to_cpu(rep->seq));
+		WRITE_ONCE(peer->remote_at, jiffies ?: 1);
+		break;
+	}
+	rcu_read_unlock();
+}
+
 /* ---- serving other members (incoming links) ---- */
 
 int knbd_peer_send_reply(struct knbd_conn *conn, struct knbd_req *req,
@@ -551,8 +596,21 @@ void knbd_peer_serve(struct knbd_conn *conn)
 	for (;;) {
 		if (knbd_recv(conn->sock, &hdr, sizeof(hdr)))
 			return;
-		if (knbd_peer_decode_hdr(&hdr, &type, &len) || type != KNBD_PEER_IO ||
-		    len < sizeof(io))
+		if (knbd_peer_decode_hdr(&hdr, &type, &len))
+			goto bad;
+		if (type == KNBD_PEER_LOAD) {
+			struct knbd_peer_load rep;
+
+			if (len != sizeof(rep))
+				goto bad;
+			if (knbd_recv(conn->sock, &rep, sizeof(rep)))
+				return;
+			if (be32_to_cpu(rep.node_id) != conn->peer_id)
+				goto bad;
+			knbd_peer_got_load(node, &rep);
+			continue;
+		}
+		if (type != KNBD_PEER_IO || len < sizeof(io))
 			goto bad;
 		if (knbd_recv(conn->sock, &io, sizeof(io)))
 			return;

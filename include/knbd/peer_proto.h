@@ -18,6 +18,7 @@
 #define KNBD_PEER_HELLO			1
 #define KNBD_PEER_IO			2
 #define KNBD_PEER_IO_REPLY		3
+#define KNBD_PEER_LOAD			4	/* one way, no reply */
 
 /* IO_REPLY status, besides the NBD error. */
 #define KNBD_PEER_OK			0
@@ -62,6 +63,15 @@ struct knbd_peer_io_reply {
 	__be32 status;
 	__be64 epoch;
 	__be32 checksum;
+	__be32 reserved;
+} __packed;
+
+/* A member's load report, sent every load monitor tick. */
+struct knbd_peer_load {
+	__be32 node_id;
+	__be32 seq;
+	__be64 load;		/* milli weighted ops per second */
+	__be32 connections;
 	__be32 reserved;
 } __packed;
 
