@@ -860,12 +860,14 @@ static int __init knbd_init(void)
 {
 	int ret = -ENOMEM;
 
-	knbd_wq = alloc_workqueue("knbd", WQ_UNBOUND | WQ_MEM_RECLAIM,
-				  WQ_UNBOUND_MAX_ACTIVE);
+	/*
+	 * No WQ_MEM_RECLAIM: receive work runs for a connection's lifetime and
+	 * I/O work may wait for a peer, either would pin a rescuer thread.
+	 */
+	knbd_wq = alloc_workqueue("knbd", WQ_UNBOUND, WQ_UNBOUND_MAX_ACTIVE);
 	if (!knbd_wq)
 		goto err;
-	knbd_io_wq = alloc_workqueue("knbd_io", WQ_UNBOUND | WQ_MEM_RECLAIM,
-				     WQ_UNBOUND_MAX_ACTIVE);
+	knbd_io_wq = alloc_workqueue("knbd_io", WQ_UNBOUND, WQ_UNBOUND_MAX_ACTIVE);
 	if (!knbd_io_wq)
 		goto err_wq;
 	ret = knbd_configfs_init();
