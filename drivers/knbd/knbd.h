@@ -469,7 +469,7 @@ int knbd_peer_send_reply(struct knbd_conn *conn, struct knbd_req *req,
 const char *knbd_peer_state_name(enum knbd_peer_state state);
 void knbd_peer_send_load(struct knbd_peer *peer, u64 load, u32 conns, u32 seq);
 
-/* load.c */
+/* monitor.c */
 int knbd_load_start(struct knbd_node *node);
 void knbd_load_stop(struct knbd_node *node);
 
