@@ -205,9 +205,10 @@ enum knbd_req_verdict knbd_proto_check_request(const struct knbd_cmd *cmd,
 	if (ei->min_block > 1 &&
 	    ((cmd->offset | cmd->len) & (ei->min_block - 1)))
 		goto einval;
+	/* The protocol: ENOSPC for writes past the end, EINVAL for read and trim. */
 	if (check_add_overflow(cmd->offset, (u64)cmd->len, &end) ||
 	    end > ei->size) {
-		*nbd_err = is_write ? NBD_ENOSPC : NBD_EINVAL;
+		*nbd_err = is_write && cmd->type != NBD_CMD_TRIM ? NBD_ENOSPC : NBD_EINVAL;
 		return KNBD_REQ_ERROR;
 	}
 	return KNBD_REQ_OK;
