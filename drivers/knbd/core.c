@@ -34,17 +34,28 @@ static atomic_t knbd_total_conns = ATOMIC_INIT(0);
 
 /* ---- socket helpers ---- */
 
+/*
+ * Read exactly @len bytes.  -ETIMEDOUT (the socket's receive timeout)
+ * only when nothing at all arrived, so a caller that polls with a timeout
+ * never loses its place in the stream.
+ */
 int knbd_recv(struct socket *sock, void *buf, size_t len)
 {
 	struct msghdr msg = { };
 	struct kvec iov = { .iov_base = buf, .iov_len = len };
-	int ret;
+	int ret, stalls = 0;
 
 	iov_iter_kvec(&msg.msg_iter, ITER_DEST, &iov, 1, len);
 	while (msg_data_left(&msg)) {
 		ret = sock_recvmsg(sock, &msg, MSG_WAITALL | MSG_NOSIGNAL);
-		if (ret == -EAGAIN)
-			return -ETIMEDOUT;
+		if (ret == -EAGAIN) {
+			if (msg_data_left(&msg) == len)
+				return -ETIMEDOUT;
+			/* Mid-message: wait a little longer, not for ever. */
+			if (++stalls > 3)
+				return -ECONNRESET;
+			continue;
+		}
 		if (ret <= 0)
 			return ret ? ret : -ECONNRESET;
 	}
@@ -292,8 +303,10 @@ static int knbd_opt_list(struct knbd_conn *conn)
 	int ret;
 
 	mutex_lock(&node->lock);
-	cap = node->nr_volumes * (sizeof(struct nbd_wire_opt_reply) + 4 + NAME_MAX);
-	buf = kmalloc(cap ?: 1, GFP_KERNEL);
+	/* Each entry: reply header, name length, name, description as details. */
+	cap = node->nr_volumes * (sizeof(struct nbd_wire_opt_reply) + 4 + NAME_MAX +
+				  NBD_MAX_STRING);
+	buf = kvmalloc(cap ?: 1, GFP_KERNEL);
 	if (!buf) {
 		mutex_unlock(&node->lock);
 		return knbd_opt_reply(conn, NBD_OPT_LIST, NBD_REP_ERR_PLATFORM, NULL, 0);
@@ -301,20 +314,24 @@ static int knbd_opt_list(struct knbd_conn *conn)
 	list_for_each_entry(vol, &node->volumes, node_entry) {
 		const char *name = config_item_name(&vol->group.cg_item);
 		u32 nlen = min_t(size_t, strlen(name), NAME_MAX);
+		u32 dlen = vol->description ?
+			   min_t(size_t, strlen(vol->description), NBD_MAX_STRING) : 0;
 
 		if (!vol->enabled)
 			continue;
 		knbd_proto_encode_opt_reply((void *)(buf + used), NBD_OPT_LIST,
-					    NBD_REP_SERVER, 4 + nlen);
+					    NBD_REP_SERVER, 4 + nlen + dlen);
 		used += sizeof(struct nbd_wire_opt_reply);
 		put_unaligned_be32(nlen, buf + used);
 		memcpy(buf + used + 4, name, nlen);
-		used += 4 + nlen;
+		if (dlen)
+			memcpy(buf + used + 4 + nlen, vol->description, dlen);
+		used += 4 + nlen + dlen;
 	}
 	mutex_unlock(&node->lock);
 
 	ret = used ? knbd_send(conn->sock, buf, used, MSG_MORE) : 0;
-	kfree(buf);
+	kvfree(buf);
 	if (ret)
 		return ret;
 	return knbd_opt_reply(conn, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
@@ -790,7 +807,8 @@ int knbd_node_enable(struct knbd_node *node)
 				  node->listen_port);
 	if (ret)
 		goto err_net;
-	if (node->peer_port) {
+	/* A member with no peers serves no members: leave the port free. */
+	if (node->peer_port && !list_empty(&node->peers)) {
 		ret = knbd_listener_start(&node->peers_listener, node->net,
 					  &node->listen_addr, node->peer_port);
 		if (ret)

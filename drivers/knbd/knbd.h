@@ -59,7 +59,8 @@
 /* Server-to-server links. */
 #define KNBD_DEFAULT_PEER_PORT		10810
 #define KNBD_PEER_MAX_INFLIGHT		128U
-#define KNBD_PEER_IO_TIMEOUT		(15 * HZ)	/* no reply this long: link dead */
+#define KNBD_PEER_IO_TIMEOUT		(30 * HZ)	/* no reply this long: link dead */
+#define KNBD_PEER_POLL			(5 * HZ)	/* how often the reader checks */
 #define KNBD_PEER_HELLO_TIMEOUT		(5 * HZ)
 #define KNBD_PEER_BACKOFF_MIN_MS	100
 #define KNBD_PEER_BACKOFF_MAX_MS	5000
@@ -356,6 +357,7 @@ struct knbd_fwd {
 	struct list_head entry;
 	struct completion done;
 	u64 cookie;
+	unsigned long sent_at;		/* jiffies, for the I/O timeout */
 	u16 cmd;
 	u16 flags;
 	u64 offset;

@@ -134,14 +134,22 @@ static struct knbd_fwd *knbd_peer_take(struct knbd_peer *peer, u64 cookie)
 	return NULL;
 }
 
-static bool knbd_peer_idle(struct knbd_peer *peer)
+/*
+ * Has the oldest pending piece waited longer than the I/O timeout?  The
+ * socket's receive timeout only says how long the reader has waited,
+ * which on an idle link is unrelated to any request.
+ */
+static bool knbd_peer_overdue(struct knbd_peer *peer)
 {
-	bool idle;
+	struct knbd_fwd *oldest;
+	bool overdue = false;
 
 	spin_lock(&peer->pending_lock);
-	idle = list_empty(&peer->pending);
+	oldest = list_first_entry_or_null(&peer->pending, struct knbd_fwd, entry);
+	if (oldest)
+		overdue = time_after(jiffies, oldest->sent_at + KNBD_PEER_IO_TIMEOUT);
 	spin_unlock(&peer->pending_lock);
-	return idle;
+	return overdue;
 }
 
 /* Read replies until the link fails. */
@@ -160,7 +168,7 @@ static void knbd_peer_recv_work(struct work_struct *work)
 	for (;;) {
 		ret = knbd_recv(sock, &hdr, sizeof(hdr));
 		if (ret == -ETIMEDOUT) {
-			if (knbd_peer_idle(peer))
+			if (!knbd_peer_overdue(peer))
 				continue;
 			why = "no reply within the I/O timeout";
 			break;
@@ -242,7 +250,7 @@ static void knbd_peer_connect_work(struct work_struct *work)
 		sock_release(sock);
 		goto retry;
 	}
-	knbd_sock_set_rcvtimeo(sock, KNBD_PEER_IO_TIMEOUT);
+	knbd_sock_set_rcvtimeo(sock, KNBD_PEER_POLL);
 
 	mutex_lock(&peer->send_lock);
 	old = peer->sock;
@@ -388,6 +396,7 @@ int knbd_peer_forward(struct knbd_peer *peer, struct knbd_volume *vol,
 		return -EHOSTUNREACH;
 	}
 	fwd->cookie = ++peer->next_cookie;
+	fwd->sent_at = jiffies;
 	list_add_tail(&fwd->entry, &peer->pending);
 	peer->inflight++;
 	gen = peer->gen;
