@@ -116,8 +116,8 @@ run_vm_suite() {
 	out=$LOGDIR/vm-$label
 	rm -rf "$out"
 	mkdir -p "$out"
-	scripts/vm-run.sh --smp 4 --mem 3G --timeout "${KNBD_VM_TIMEOUT:-2400}" --out "$out" "$@" \
-		-- scripts/tests/guest-main.sh >"$LOGDIR/vm-$label.log" 2>&1
+	scripts/vm-run.sh --smp 4 --mem 3G --timeout "${KNBD_VM_TIMEOUT:-4200}" --out "$out" "$@" \
+		-- scripts/tests/guest-main.sh --limit "${KNBD_TEST_LIMIT:-1200}" >"$LOGDIR/vm-$label.log" 2>&1
 	rc=$?
 	grep -a -E '^(PASS|FAIL): ' "$out/results.txt" 2>/dev/null | sed "s/^\(PASS\|FAIL\): /\1: $label./" |
 		tee -a "$RESULTS"

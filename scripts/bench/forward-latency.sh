@@ -87,18 +87,50 @@ PY
 
 fwd() { grp_stat 1 "$VOL" forwarded_ios; }
 
+# inflight_sampler FILE: until FILE.stop exists, sample the pieces in flight
+# on m1's links to m2 and m3 (and the client connection's inflight) every
+# 0.2 s; writes "max_m2 max_m3 max_client" to FILE at the end
+inflight_sampler() {
+	local f=$1 k v m2=0 m3=0 mc=0 line x
+	while [ ! -e "$f.stop" ]; do
+		while read -r k v; do
+			[ "$k" = inflight ] && [ "$v" -gt "$m2" ] && m2=$v
+		done <"$KNBD_CFS/nodes/m1/peers/m2/state"
+		while read -r k v; do
+			[ "$k" = inflight ] && [ "$v" -gt "$m3" ] && m3=$v
+		done <"$KNBD_CFS/nodes/m1/peers/m3/state"
+		while read -r line; do
+			case $line in *" $VOL state="*)
+				x=${line##*inflight=}
+				x=${x%% *}
+				[ "$x" -gt "$mc" ] && mc=$x ;;
+			esac
+		done <"$KNBD_CFS/nodes/m1/clients"
+		sleep 0.2
+	done
+	echo "$m2 $m3 $mc" >"$f"
+}
+
 for qd in $qds; do
 	f0=$(fwd)
 	l=$(run_fio "local-qd$qd" "$LOCAL_OFF" "$LOCAL_SIZE" "$qd") || die "fio local qd$qd failed (see bench-local-qd$qd.json)"
 	f1=$(fwd)
+	smp=$KNBD_TMP/sampler-$qd
+	rm -f "$smp" "$smp.stop"
+	inflight_sampler "$smp" &
+	spid=$!
 	f=$(run_fio "fwd-qd$qd" "$FWD_OFF" "$FWD_SIZE" "$qd") || die "fio forwarded qd$qd failed (see bench-fwd-qd$qd.json)"
+	touch "$smp.stop"
+	wait "$spid"
 	f2=$(fwd)
+	read -r im2 im3 imc <"$smp"
 	read -r li lm lp <<<"$l"
 	read -r wi fm fp <<<"$f"
 	ratio=$(awk -v a="$fm" -v b="$lm" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
 	line="bench: local 4k randread qd$qd: iops=$li mean=${lm}us p99=${lp}us ; forwarded: iops=$wi mean=${fm}us p99=${fp}us; latency ratio forwarded/local = $ratio"
 	echo "$line" | tee -a "$RES"
-	echo "bench: qd$qd pieces forwarded by A: during local run $((f1 - f0)) (want 0), during forwarded run $((f2 - f1))" | tee -a "$RES"
+	echo "bench: qd$qd pieces forwarded by A: during local run $((f1 - f0)) (want 0), during forwarded run $((f2 - f1));" \
+		"most in flight seen (0.2 s samples): client conn $imc, link A->B $im2, link A->C $im3" | tee -a "$RES"
 done
 for i in 1 2 3; do
 	echo "bench: m$i stats: $(tr '\n' ' ' <"$KNBD_CFS/nodes/m$i/volumes/$VOL/stats")" >>"$RES"

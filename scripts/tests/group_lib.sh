@@ -232,23 +232,45 @@ dev_write() {
 		oflag=direct,seek_bytes conv=notrunc,fsync status=none 2>/dev/null
 }
 
-# grp_teardown: detach our nbd devices, disable/remove the group, rmmod, network
+# _grp_node_remove I: disable member I and remove its volumes, peers and node
+_grp_node_remove() {
+	local d=$KNBD_CFS/nodes/m$1 v rc=0
+	[ -d "$d" ] || return 0
+	{ echo 0 >"$d/enable"; } 2>/dev/null || rc=1
+	for v in "$d"/volumes/* "$d"/peers/*; do
+		[ -d "$v" ] || continue
+		rmdir "$v" || { log "grp_teardown: rmdir $v failed"; rc=1; }
+	done
+	rmdir "$d" || { log "grp_teardown: rmdir $d failed"; rc=1; }
+	return $rc
+}
+
+# grp_teardown: detach our nbd devices, remove the members (in parallel,
+# bounded), rmmod knbd, remove the network and the backing files
 grp_teardown() {
-	local d i rc=0
+	local d i rc=0 deadline p
+	local -a pids=()
 	for d in "${GRP_DEVS[@]}"; do
+		nbd_connected "$d" || [ -e "/sys/block/${d##*/}/pid" ] || continue
 		nbd_detach "$d" >/dev/null 2>&1 || rc=1
 	done
 	GRP_DEVS=()
 	if [ -d "$KNBD_CFS/nodes" ]; then
 		for ((i = 1; i <= GRP_N; i++)); do
-			d=$KNBD_CFS/nodes/m$i
-			[ -d "$d" ] || continue
-			with_timeout 60 sh -c "echo 0 > '$d/enable'" 2>/dev/null || rc=1
-			for v in "$d"/volumes/* "$d"/peers/*; do
-				[ -d "$v" ] || continue
-				with_timeout 60 rmdir "$v" || { log "grp_teardown: rmdir $v failed"; rc=1; }
+			_grp_node_remove "$i" &
+			pids+=($!)
+		done
+		deadline=$((SECONDS + 120))
+		for p in "${pids[@]}"; do
+			while kill -0 "$p" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
+				sleep 0.5
 			done
-			with_timeout 60 rmdir "$d" || { log "grp_teardown: rmdir $d failed"; rc=1; }
+			if kill -0 "$p" 2>/dev/null; then
+				log "grp_teardown: removing a member hangs (pid $p)"
+				rc=1
+			else
+				wait "$p" || rc=1
+			fi
 		done
 	fi
 	if knbd_loaded; then

@@ -12,11 +12,12 @@
   test_group_proto.py compare HOST PORT EXPORT --model FILE
       Read the first len(FILE) bytes through HOST and compare with FILE.
 
-  test_group_proto.py layout --size S --ext E --stripe 1,2,3 FILE1 FILE2 ...
+  test_group_proto.py layout --size S --ext E --stripe 1,2,3 [--device DEV] FILE1 FILE2 ...
       FILEi is the backing file of member i (in stripe id order 1..n).  Checks
       that every member has nothing (holes or zeroes) in the extents it does
       not own, prints the md5 of the volume rebuilt from the owners' extents
-      and how many bytes each member owns.
+      and how many bytes each member owns.  With --device, also compares 4 KiB
+      inside each of the first --spot extents of FILE1 with the device.
 
 Prints "ok: ..." progress lines; on failure the last line is "FAIL: reason"
 and the exit status is 1.
@@ -25,6 +26,7 @@ and the exit status is 1.
 import argparse
 import errno
 import hashlib
+import mmap
 import os
 import random
 import select
@@ -350,6 +352,29 @@ def cmd_layout(a):
         if chunk != zero[:length]:
             nonzero_owned[owner] += 1
         md5.update(chunk)
+    if a.device:
+        # explicit spot checks: 4 KiB inside extents 0..n-1 of the first
+        # member's file against the device (O_DIRECT: no stale page cache)
+        m = ids[0]
+        dfd = os.open(a.device, os.O_RDONLY | os.O_DIRECT)
+        buf = mmap.mmap(-1, 4096)
+        for i in range(min(a.spot, nr)):
+            off = i * ext + 8192
+            os.preadv(dfd, [buf], off)
+            dev = bytes(buf)
+            mine = os.pread(fds[m], 4096, off)
+            mine = mine + bytes(4096 - len(mine))
+            owner = stripe[i % len(stripe)]
+            if owner == m:
+                expect(mine == dev and dev != bytes(4096),
+                       "member %d's file at %d (extent %d, its own) differs from the device "
+                       "or is empty" % (m, off, i))
+            else:
+                expect(mine == bytes(4096), "member %d's file at %d (extent %d, owned by %d) "
+                       "is not zero" % (m, off, i, owner))
+        os.close(dfd)
+        ok("spot checks of member %d's file in extents 0-%d against %s" %
+           (m, min(a.spot, nr) - 1, a.device))
     for fd in fds.values():
         os.close(fd)
     ok("every member has only holes/zeroes outside its extents")
@@ -368,6 +393,8 @@ def main():
     p.add_argument("--window", type=parse_size, default=40 << 20)
     p.add_argument("--model")
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--device", help="layout: also spot-check the first member's file against it")
+    p.add_argument("--spot", type=int, default=9, help="layout: spot-check extents 0..SPOT-1")
     a = p.parse_intermixed_args()
     a.stripe = [int(x) for x in a.stripe.split(",")]
     try:
