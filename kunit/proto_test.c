@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * KUnit suite for drivers/knbd/proto.c: the NBD protocol logic that needs
- * no socket and no file.  One behaviour per case.  Encodings are compared
- * with byte arrays written out by hand from the NBD protocol document, never
- * with the header's own macros, so a wrong constant shows up as well.
+ * KUnit suite for drivers/knbd/proto.c: the NBD protocol logic and the
+ * server-to-server frame checks, which need no socket and no file.  One
+ * behaviour per case.  Encodings are compared with byte arrays written out
+ * by hand from the protocol documents, never with the headers' own macros,
+ * so a wrong constant shows up as well.
  *
  * Run with scripts/kunit.sh.
  */
@@ -969,6 +970,273 @@ static void errno_others_eio(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, knbd_proto_errno_to_nbd(INT_MIN), 5U);
 }
 
+/* The inverse, for errors a peer reports about a forwarded piece. */
+static void nbd_to_errno_known(struct kunit *test)
+{
+	KUNIT_EXPECT_EQ(test, knbd_proto_nbd_to_errno(0), 0);
+	KUNIT_EXPECT_EQ(test, knbd_proto_nbd_to_errno(1), -EPERM);
+	KUNIT_EXPECT_EQ(test, knbd_proto_nbd_to_errno(12), -ENOMEM);
+	KUNIT_EXPECT_EQ(test, knbd_proto_nbd_to_errno(22), -EINVAL);
+	KUNIT_EXPECT_EQ(test, knbd_proto_nbd_to_errno(28), -ENOSPC);
+	KUNIT_EXPECT_EQ(test, knbd_proto_nbd_to_errno(95), -EOPNOTSUPP);
+	KUNIT_EXPECT_EQ(test, knbd_proto_nbd_to_errno(108), -ESHUTDOWN);
+}
+
+static void nbd_to_errno_others_eio(struct kunit *test)
+{
+	KUNIT_EXPECT_EQ(test, knbd_proto_nbd_to_errno(5), -EIO);
+	KUNIT_EXPECT_EQ(test, knbd_proto_nbd_to_errno(75), -EIO);
+	KUNIT_EXPECT_EQ(test, knbd_proto_nbd_to_errno(2), -EIO);
+	KUNIT_EXPECT_EQ(test, knbd_proto_nbd_to_errno(0xffffffff), -EIO);
+}
+
+static void errno_round_trip(struct kunit *test)
+{
+	static const int errs[] = {
+		0, -EPERM, -EIO, -ENOMEM, -EINVAL, -ENOSPC, -EOPNOTSUPP, -ESHUTDOWN,
+	};
+	int i;
+
+	for (i = 0; i < ARRAY_SIZE(errs); i++)
+		KUNIT_EXPECT_EQ(test,
+				knbd_proto_nbd_to_errno(knbd_proto_errno_to_nbd(errs[i])),
+				errs[i]);
+}
+
+/* ---- server-to-server frames ---- */
+
+/* sizeof(struct knbd_peer_io) + KNBD_PEER_MAX_NAME + 32 MiB, written out. */
+#define PEER_MAX_FRAME		(40U + 255U + (32U << 20))
+
+static void peer_encode_hdr_bytes(struct kunit *test)
+{
+	static const u8 want[] = {
+		'K', 'N', 'B', 'D',
+		0x00, 0x01,		/* version 1 */
+		0x00, 0x02,		/* IO */
+		0x00, 0x01, 0x23, 0x45,
+	};
+	struct knbd_peer_hdr hdr;
+
+	memset(&hdr, 0xa5, sizeof(hdr));
+	knbd_peer_encode_hdr(&hdr, 2, 0x12345);
+	EXPECT_WIRE(test, hdr, want);
+}
+
+static void peer_decode_hdr_fields(struct kunit *test)
+{
+	static const u8 bytes[] = {
+		'K', 'N', 'B', 'D', 0x00, 0x01, 0x00, 0x03, 0x00, 0x00, 0x01, 0x2c,
+	};
+	struct knbd_peer_hdr hdr;
+	u16 type = 0;
+	u32 len = 0;
+
+	KUNIT_ASSERT_EQ(test, sizeof(hdr), sizeof(bytes));
+	memcpy(&hdr, bytes, sizeof(hdr));
+	KUNIT_EXPECT_EQ(test, knbd_peer_decode_hdr(&hdr, &type, &len), 0);
+	KUNIT_EXPECT_EQ(test, type, (u16)3);
+	KUNIT_EXPECT_EQ(test, len, 300U);
+}
+
+static void peer_decode_hdr_bad_magic(struct kunit *test)
+{
+	static const u8 bytes[] = {
+		'D', 'B', 'N', 'K', 0x00, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x10,
+	};
+	struct knbd_peer_hdr hdr;
+	u16 type;
+	u32 len;
+
+	memcpy(&hdr, bytes, sizeof(hdr));
+	KUNIT_EXPECT_EQ(test, knbd_peer_decode_hdr(&hdr, &type, &len), -EPROTO);
+}
+
+static void peer_decode_hdr_bad_version(struct kunit *test)
+{
+	static const u8 v0[] = {
+		'K', 'N', 'B', 'D', 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x10,
+	};
+	static const u8 v2[] = {
+		'K', 'N', 'B', 'D', 0x00, 0x02, 0x00, 0x02, 0x00, 0x00, 0x00, 0x10,
+	};
+	struct knbd_peer_hdr hdr;
+	u16 type;
+	u32 len;
+
+	memcpy(&hdr, v0, sizeof(hdr));
+	KUNIT_EXPECT_EQ(test, knbd_peer_decode_hdr(&hdr, &type, &len), -EPROTONOSUPPORT);
+	memcpy(&hdr, v2, sizeof(hdr));
+	KUNIT_EXPECT_EQ(test, knbd_peer_decode_hdr(&hdr, &type, &len), -EPROTONOSUPPORT);
+}
+
+static void peer_decode_hdr_frame_too_big(struct kunit *test)
+{
+	struct knbd_peer_hdr hdr;
+	u16 type;
+	u32 len;
+
+	knbd_peer_encode_hdr(&hdr, 2, PEER_MAX_FRAME);
+	KUNIT_EXPECT_EQ(test, knbd_peer_decode_hdr(&hdr, &type, &len), 0);
+	KUNIT_EXPECT_EQ(test, len, PEER_MAX_FRAME);
+	knbd_peer_encode_hdr(&hdr, 2, PEER_MAX_FRAME + 1);
+	KUNIT_EXPECT_EQ(test, knbd_peer_decode_hdr(&hdr, &type, &len), -EMSGSIZE);
+	knbd_peer_encode_hdr(&hdr, 2, 0xffffffff);
+	KUNIT_EXPECT_EQ(test, knbd_peer_decode_hdr(&hdr, &type, &len), -EMSGSIZE);
+}
+
+/* An IO frame's fixed part; frame lengths below count 40 bytes for it. */
+static void peer_io(struct knbd_peer_io *io, u16 cmd, u32 len, u16 name_len)
+{
+	memset(io, 0, sizeof(*io));
+	io->cmd = cpu_to_be16(cmd);
+	io->len = cpu_to_be32(len);
+	io->name_len = cpu_to_be16(name_len);
+}
+
+static int peer_decode(const struct knbd_peer_io *io, u32 frame_len)
+{
+	struct knbd_cmd cmd;
+	u64 epoch;
+	u32 checksum;
+	u16 name_len;
+
+	return knbd_peer_decode_io(io, frame_len, &cmd, &epoch, &checksum, &name_len);
+}
+
+static void peer_decode_io_fields(struct kunit *test)
+{
+	static const u8 bytes[] = {
+		0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,	/* cookie */
+		0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18,	/* epoch */
+		0xa1, 0xb2, 0xc3, 0xd4,				/* checksum */
+		0x00, 0x01,					/* WRITE */
+		0x00, 0x01,					/* FUA */
+		0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x02, 0x00,	/* offset */
+		0x00, 0x00, 0x10, 0x00,				/* len 4096 */
+		0x00, 0x04,					/* name_len */
+		0x00, 0x00,
+	};
+	struct knbd_peer_io io;
+	struct knbd_cmd cmd;
+	u64 epoch = 0;
+	u32 checksum = 0;
+	u16 name_len = 0;
+
+	KUNIT_ASSERT_EQ(test, sizeof(io), sizeof(bytes));
+	memcpy(&io, bytes, sizeof(io));
+	KUNIT_EXPECT_EQ(test, knbd_peer_decode_io(&io, 40 + 4 + 4096, &cmd, &epoch,
+						  &checksum, &name_len), 0);
+	KUNIT_EXPECT_EQ(test, cmd.cookie, 0x0102030405060708ULL);
+	KUNIT_EXPECT_EQ(test, cmd.type, (u16)1);
+	KUNIT_EXPECT_EQ(test, cmd.flags, (u16)1);
+	KUNIT_EXPECT_EQ(test, cmd.offset, 0x100000200ULL);
+	KUNIT_EXPECT_EQ(test, cmd.len, 4096U);
+	KUNIT_EXPECT_EQ(test, epoch, 0x1112131415161718ULL);
+	KUNIT_EXPECT_EQ(test, checksum, 0xa1b2c3d4U);
+	KUNIT_EXPECT_EQ(test, name_len, (u16)4);
+}
+
+static void peer_decode_io_name_len(struct kunit *test)
+{
+	struct knbd_peer_io io;
+
+	peer_io(&io, 0, 4096, 0);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40), -EPROTO);
+	peer_io(&io, 0, 4096, 256);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40 + 256), -EPROTO);
+	peer_io(&io, 0, 4096, 255);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40 + 255), 0);
+	peer_io(&io, 0, 4096, 1);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40 + 1), 0);
+}
+
+static void peer_decode_io_frame_len_read(struct kunit *test)
+{
+	struct knbd_peer_io io;
+
+	/* A READ carries no payload towards the owner. */
+	peer_io(&io, 0, 4096, 4);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), 0);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 43), -EPROTO);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 45), -EPROTO);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44 + 4096), -EPROTO);
+}
+
+static void peer_decode_io_frame_len_write(struct kunit *test)
+{
+	struct knbd_peer_io io;
+
+	peer_io(&io, 1, 4096, 4);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44 + 4096), 0);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), -EPROTO);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44 + 4095), -EPROTO);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44 + 4097), -EPROTO);
+}
+
+static void peer_decode_io_read_write_len(struct kunit *test)
+{
+	struct knbd_peer_io io;
+
+	peer_io(&io, 0, 0, 4);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), -EPROTO);
+	peer_io(&io, 1, 0, 4);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), -EPROTO);
+	peer_io(&io, 0, REQ_MAX, 4);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), 0);
+	peer_io(&io, 1, REQ_MAX, 4);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44 + REQ_MAX), 0);
+	peer_io(&io, 0, REQ_MAX + 1, 4);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), -EPROTO);
+	peer_io(&io, 1, REQ_MAX + 1, 4);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44 + REQ_MAX + 1), -EPROTO);
+}
+
+static void peer_decode_io_no_payload_cmds(struct kunit *test)
+{
+	struct knbd_peer_io io;
+
+	peer_io(&io, 3, 0, 4);		/* FLUSH */
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), 0);
+	peer_io(&io, 4, 1 << 30, 4);	/* TRIM: no payload, no 32 MiB limit */
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), 0);
+	peer_io(&io, 6, 1 << 30, 4);	/* WRITE_ZEROES */
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), 0);
+}
+
+static void peer_decode_io_bad_cmd(struct kunit *test)
+{
+	struct knbd_peer_io io;
+
+	peer_io(&io, 2, 0, 4);		/* DISC is not forwarded */
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), -EPROTO);
+	peer_io(&io, 5, 4096, 4);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), -EPROTO);
+	peer_io(&io, 7, 4096, 4);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), -EPROTO);
+	peer_io(&io, 0xffff, 4096, 4);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), -EPROTO);
+}
+
+static void peer_check_reply_read(struct kunit *test)
+{
+	/* struct knbd_peer_io_reply is 32 bytes; a good READ reply adds the data. */
+	KUNIT_EXPECT_EQ(test, knbd_peer_check_reply(32 + 4096, 0, 0, 0, 4096), 0);
+	KUNIT_EXPECT_EQ(test, knbd_peer_check_reply(32, 0, 0, 0, 4096), -EPROTO);
+	KUNIT_EXPECT_EQ(test, knbd_peer_check_reply(32 + 4095, 0, 0, 0, 4096), -EPROTO);
+}
+
+static void peer_check_reply_no_data(struct kunit *test)
+{
+	/* Failed READs and every other command: the fixed part only. */
+	KUNIT_EXPECT_EQ(test, knbd_peer_check_reply(32, 5, 0, 0, 4096), 0);
+	KUNIT_EXPECT_EQ(test, knbd_peer_check_reply(32, 0, 2, 0, 4096), 0);
+	KUNIT_EXPECT_EQ(test, knbd_peer_check_reply(32 + 4096, 5, 0, 0, 4096), -EPROTO);
+	KUNIT_EXPECT_EQ(test, knbd_peer_check_reply(32, 0, 0, 1, 4096), 0);
+	KUNIT_EXPECT_EQ(test, knbd_peer_check_reply(32 + 4096, 0, 0, 1, 4096), -EPROTO);
+	KUNIT_EXPECT_EQ(test, knbd_peer_check_reply(32, 0, 0, 3, 0), 0);
+}
+
 /* ---- command names ---- */
 
 static void cmd_name_known(struct kunit *test)
@@ -1067,6 +1335,23 @@ static struct kunit_case knbd_proto_cases[] = {
 	KUNIT_CASE(errno_not_supported),
 	KUNIT_CASE(errno_shutdown),
 	KUNIT_CASE(errno_others_eio),
+	KUNIT_CASE(nbd_to_errno_known),
+	KUNIT_CASE(nbd_to_errno_others_eio),
+	KUNIT_CASE(errno_round_trip),
+	KUNIT_CASE(peer_encode_hdr_bytes),
+	KUNIT_CASE(peer_decode_hdr_fields),
+	KUNIT_CASE(peer_decode_hdr_bad_magic),
+	KUNIT_CASE(peer_decode_hdr_bad_version),
+	KUNIT_CASE(peer_decode_hdr_frame_too_big),
+	KUNIT_CASE(peer_decode_io_fields),
+	KUNIT_CASE(peer_decode_io_name_len),
+	KUNIT_CASE(peer_decode_io_frame_len_read),
+	KUNIT_CASE(peer_decode_io_frame_len_write),
+	KUNIT_CASE(peer_decode_io_read_write_len),
+	KUNIT_CASE(peer_decode_io_no_payload_cmds),
+	KUNIT_CASE(peer_decode_io_bad_cmd),
+	KUNIT_CASE(peer_check_reply_read),
+	KUNIT_CASE(peer_check_reply_no_data),
 	KUNIT_CASE(cmd_name_known),
 	KUNIT_CASE(cmd_name_unknown),
 	{}

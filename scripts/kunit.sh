@@ -158,13 +158,26 @@ rm -f "$BUILD/test.log"
 kargs=(run --kunitconfig="$DEST" --build_dir="$BUILD" --arch=um --jobs="$JOBS"
        --timeout="$TIMEOUT" "${kconfig_add[@]}")
 [ -z "$filter" ] || kargs+=("$filter")
+# kunit.py runs in a process group of its own: if it dies (or we are stopped), its make or
+# UML children must not live on and keep writing into the build dir.
 rc=0
-(cd "$TREE" && python3 tools/testing/kunit/kunit.py "${kargs[@]}") </dev/null >"$RUNLOG" 2>&1 ||
-	rc=$?
+kpid=
+stop_kunit() { [ -z "$kpid" ] || kill -TERM -- "-$kpid" 2>/dev/null || true; }
+trap 'stop_kunit; rm -rf "$stage"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+(cd "$TREE" && exec setsid -w python3 tools/testing/kunit/kunit.py "${kargs[@]}") \
+	</dev/null >"$RUNLOG" 2>&1 &
+kpid=$!
+wait "$kpid" || rc=$?
+stop_kunit
+kpid=
 
 if [ ! -s "$BUILD/test.log" ]; then
 	# Never got to boot the kernel: configuration or build failure.
-	echo "kunit: kunit.py failed before running the tests (exit $rc), from $RUNLOG:" >&2
+	why="exit $rc"
+	[ "$rc" -le 128 ] || why="killed by signal $((rc - 128))"
+	echo "kunit: kunit.py failed before running the tests ($why), from $RUNLOG:" >&2
 	if grep -qE ': (fatal )?error:|Error [0-9]+|ERROR:|not in \.config|not set' "$RUNLOG"; then
 		grep -E -A4 ': (fatal )?error:|^make.*Error [0-9]+|ERROR:|not in \.config|not set' \
 			"$RUNLOG" | head -n 80 | repo_paths >&2

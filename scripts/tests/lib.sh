@@ -169,8 +169,7 @@ with_timeout() {
 			fi
 			kill -KILL "$pid" 2>/dev/null
 			# reap it if it goes away quickly; a D-state process is abandoned
-			local i
-			for i in 1 2 3 4 5 6 7 8 9 10; do
+			for _ in 1 2 3 4 5 6 7 8 9 10; do
 				kill -0 "$pid" 2>/dev/null || break
 				_nap 0.2
 			done

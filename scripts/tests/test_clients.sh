@@ -105,7 +105,7 @@ qio() {
 }
 
 chk_qemu_io_pattern() {
-	local out s0 w0 t0 f0 b=$KNBD_TMP/alpha.img
+	local out w0 t0 f0 b=$KNBD_TMP/alpha.img
 	w0=$(vol_stat "$N" alpha write_zeroes)
 	t0=$(vol_stat "$N" alpha trims)
 	f0=$(vol_stat "$N" alpha flushes)

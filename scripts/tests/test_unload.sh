@@ -132,7 +132,7 @@ chk_unload_under_load() {
 	grep -qE 'err= *[1-9]|error=' "$KNBD_OUT/fio-unload.txt" || { why "fio reported no error although its server went away"; return 1; }
 	# the qemu-io loop now fails fast instead of hanging
 	if ! wait_until 180 test "$(grep -c '^fail' "$KNBD_TMP/qio.log")" -gt "$n0"; then
-		why "qemu-io loop got no failure within 90 s of the teardown (hung?): $(tail -n 3 "$KNBD_TMP/qio.log" | tr '\n' '|') $(ps -eo pid,stat,wchan:20,etime,args | grep '[q]emu-io' | tr '\n' '|')"
+		why "qemu-io loop got no failure within 180 s of the teardown (hung?): $(tail -n 3 "$KNBD_TMP/qio.log" | tr '\n' '|') $(ps -eo pid,stat,wchan:20,etime,args | grep '[q]emu-io' | tr '\n' '|')"
 		return 1
 	fi
 	if grep -q '^timeout' "$KNBD_TMP/qio.log"; then
