@@ -20,7 +20,8 @@
 # the build dirs build-um[-san]/ (kept, so a re-run only rebuilds what changed) and logs/.
 # The project's files are copied into linux-source-6.1/drivers/knbd_kunit/ with rsync -c
 # (unchanged files keep their timestamps); drivers/Kconfig and drivers/Makefile are hooked once.
-# Runs are serialised with a lock in the cache dir.
+# When nothing changed since the build dir's last complete build, the build is skipped
+# (kunit.py exec: a few seconds). Runs are serialised with a lock in the cache dir.
 # Env: KNBD_CACHE, KNBD_JOBS (default nproc), KNBD_LINUX_TARBALL, KNBD_KUNIT_TIMEOUT (s, 300).
 set -euo pipefail
 
@@ -153,10 +154,28 @@ repo_paths() {
 # ---- configure, build, run ----
 mode=um
 [ "$sanitize" = 0 ] || mode="um, KASAN+UBSAN"
-log "building and running ${units[*]} ($mode) in $BUILD"
+# What the build dir must have been built from for a run to skip the build: the sources as
+# staged, the config additions and the tree. Written once the kernel booted, so it names a
+# complete build (whichever repository it came from); without it a make pass is needed, which
+# costs tens of seconds even when it has nothing to do.
+want_built=$( {
+	(cd "$stage" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
+	printf '%s\n' "${kconfig_add[@]}"
+	cat "$STAMP"
+} | sha256sum | cut -d' ' -f1)
+BUILT="$BUILD/.knbd-built"
+sub=run
+if [ -x "$BUILD/linux" ] && [ "$(cat "$BUILT" 2>/dev/null)" = "$want_built" ]; then
+	sub=exec
+	log "running ${units[*]} ($mode), nothing to rebuild in $BUILD"
+else
+	rm -f "$BUILT"
+	log "building and running ${units[*]} ($mode) in $BUILD"
+fi
 rm -f "$BUILD/test.log"
-kargs=(run --kunitconfig="$DEST" --build_dir="$BUILD" --arch=um --jobs="$JOBS"
-       --timeout="$TIMEOUT" "${kconfig_add[@]}")
+kargs=("$sub" --kunitconfig="$DEST" --build_dir="$BUILD" --arch=um --timeout="$TIMEOUT"
+       "${kconfig_add[@]}")
+[ "$sub" = exec ] || kargs+=(--jobs="$JOBS")
 [ -z "$filter" ] || kargs+=("$filter")
 # kunit.py runs in a process group of its own: if it dies (or we are stopped), its make or
 # UML children must not live on and keep writing into the build dir.
@@ -189,6 +208,7 @@ if [ ! -s "$BUILD/test.log" ]; then
 	exit 1
 fi
 cp "$BUILD/test.log" "$RAWLOG"
+[ "$sub" = exec ] || echo "$want_built" >"$BUILT"
 
 # Compiler warnings in the project's files are worth seeing even when all passes.
 if grep -q "$DEST_REL/.*warning:" "$RUNLOG"; then

@@ -58,11 +58,10 @@ grp_attach /dev/nbd0 1 "$VOL" "$conns" || die "attach: $T_WHY"
 log "group up in $((SECONDS - t0))s; $(grp_links_summary)"
 
 if [ "$prefill" = 1 ]; then
-	for r in "$LOCAL_OFF $LOCAL_SIZE" "$FWD_OFF $FWD_SIZE"; do
-		set -- $r
+	for r in "$LOCAL_OFF:$LOCAL_SIZE" "$FWD_OFF:$FWD_SIZE"; do
 		with_timeout 600 fio --name=prefill --filename=/dev/nbd0 --rw=write --bs=1M --iodepth=8 \
-			--ioengine=libaio --direct=1 --offset="$1" --size="$2" >/dev/null 2>&1 ||
-			die "prefill of $2 bytes at $1 failed"
+			--ioengine=libaio --direct=1 --offset="${r%:*}" --size="${r#*:}" >/dev/null 2>&1 ||
+			die "prefill of ${r#*:} bytes at ${r%:*} failed"
 	done
 	log "prefilled in $((SECONDS - t0))s"
 fi

@@ -17,6 +17,15 @@ GRP_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
 . "$GRP_LIB_DIR/lib.sh"
 
+# lib.sh's _nap opens its pipe fd with "exec {fd}<> <(:) 2>/dev/null", which
+# also sends this shell's stderr (log, why) to /dev/null for good: open it
+# once here with stderr saved and restored.
+if declare -F _nap >/dev/null && [ -z "${_KNBD_NAP_FD:-}" ]; then
+	exec {_grp_stderr}>&2
+	_nap 0
+	exec 2>&"$_grp_stderr" {_grp_stderr}>&-
+fi
+
 GRP_N=${GRP_N:-3}
 GRP_GROUP_ID=${GRP_GROUP_ID:-7}
 GRP_BR=knbdtbr0

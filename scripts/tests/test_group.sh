@@ -14,7 +14,7 @@
 #                             3-member requests with one reply each, FLUSH
 #   group_straddle_stats      forwarded_ios/peer_ios/local_ios on the right members
 #   group_straddle_other_entries  the same bytes read through m2 and m3
-#   group_idle_link_timeout   a piece answered 3 s after it is sent, 12 s into
+#   group_idle_link_timeout   a piece answered 6 s after it is sent, 10 s into
 #                             an idle link, must not trip the 15 s link timeout
 #   group_huge_volume         1 TiB volume, 4 MiB extents, on small sparse files
 #   group_epoch_mismatch      m3 on a newer epoch: its extents EIO through m1,
@@ -203,36 +203,39 @@ chk_straddle_other_entries() {
 	done
 }
 
-# A forwarded piece answered 3 s after it was sent (netem on m2's bridge
-# port), sent ~12.5 s after the link's last reply: the 15 s I/O timeout of
-# a link must count from the piece, not from the start of the idle receive
-# wait (else the link is dropped and the piece fails with EIO).
+# A forwarded piece answered 6 s after it was sent (netem on m2's bridge
+# port), sent ~10-13 s after the link's last reply: the 15 s I/O timeout of
+# a link must count from the piece, not from the start of the link's idle
+# receive wait (else the link is dropped and the piece fails with EIO).
 chk_idle_link_timeout() {
 	need_up || return 1
-	local mark rc c0 c1 t0 dt
+	local mark rc=0 c0 c1 t0 dt
 	modprobe sch_netem 2>/dev/null
-	tc qdisc add dev knbdtv2 root netem delay 3000ms 2>/dev/null ||
+	read -r _ c0 < <(grep '^connects ' "$KNBD_CFS/nodes/m1/peers/m2/state")
+	# extent 1 is m2's: m1's link to m2 restarts its receive wait when this
+	# (undelayed) reply arrives
+	DEV_READ_TIMEOUT=60 dev_read /dev/nbd0 $((1 * EXT)) 65536 ||
+		{ why "read of extent 1 (m2) failed before the delay"; return 1; }
+	t0=$SECONDS
+	tc qdisc add dev knbdtv2 root netem delay 6000ms 2>/dev/null ||
 		{ why "cannot add a netem qdisc on knbdtv2"; return 1; }
 	mark=$(kmsg_mark group-idle-link)
-	read -r _ c0 < <(grep '^connects ' "$KNBD_CFS/nodes/m1/peers/m2/state")
-	rc=0
-	# extent 1 is m2's: the link's receive wait restarts when this reply arrives
-	DEV_READ_TIMEOUT=60 dev_read /dev/nbd0 $((1 * EXT)) 65536 || rc=1
-	if [ "$rc" = 0 ]; then
-		sleep 12
-		t0=$SECONDS
-		# extent 4 is m2's too; its reply comes ~3 s later, after the 15 s mark
-		DEV_READ_TIMEOUT=60 dev_read /dev/nbd0 $((4 * EXT)) 65536 || rc=2
-		dt=$((SECONDS - t0))
-	fi
+	dt=$((10 - (SECONDS - t0)))
+	[ "$dt" -gt 0 ] && sleep "$dt"
+	# extent 4 is m2's too: sent ~10 s after the last reply, answered 6 s later
+	t0=$SECONDS
+	DEV_READ_TIMEOUT=60 dev_read /dev/nbd0 $((4 * EXT)) 65536 || rc=1
+	dt=$((SECONDS - t0))
 	tc qdisc del dev knbdtv2 root 2>/dev/null
 	read -r _ c1 < <(grep '^connects ' "$KNBD_CFS/nodes/m1/peers/m2/state")
-	[ "$rc" != 1 ] || { why "warm-up read of extent 1 (m2, replies delayed 3 s) failed"; return 1; }
-	if [ "$rc" = 2 ] || dmesg_has_since "$mark" 'link down'; then
-		why "read of extent 4 (m2, reply 3 s after the send, sent 12 s after the previous reply) failed after ${dt}s" \
-			"(rc $rc, m1->m2 connects $c0 -> $c1): $(dmesg_since "$mark" | grep -E 'link down|failed' | head -n 2 | tr '\n' ' ')"
+	log "delayed read: rc $rc after ${dt}s; m1->m2 connects $c0 -> $c1"
+	if [ "$rc" != 0 ] || dmesg_has_since "$mark" 'link down'; then
+		why "read of extent 4 (m2; reply 6 s after the send, sent ~10 s after the link's last reply)" \
+			"failed after ${dt}s (rc $rc, m1->m2 connects $c0 -> $c1): the 15 s link timeout counted from the" \
+			"idle receive wait, not from the piece: $(dmesg_since "$mark" | grep -E 'link down|failed' | head -n 2 | tr '\n' ' ')"
 		return 1
 	fi
+	[ "$dt" -ge 5 ] || { why "the delayed read took only ${dt}s: netem delay not in effect?"; return 1; }
 	wait_until 15 grp_links_up || { why "links not all up after the delay was removed: $(grp_links_summary)"; return 1; }
 }
 
