@@ -937,9 +937,20 @@ static ssize_t knbd_node_stats_show(struct config_item *item, char *page)
 	u64 l = READ_ONCE(node->load);
 	int len;
 
-	len = sysfs_emit(page, "node %u load %s connections %d tick_ms %u\n",
-			 node->node_id, knbd_load_fmt(l).s, atomic_read(&node->nr_conns),
+	len = sysfs_emit(page, "node %u load %s connections %u tick_ms %u\n",
+			 node->node_id, knbd_load_fmt(l).s, READ_ONCE(node->client_conns),
 			 node->load_tick_ms);
+	len += sysfs_emit_at(page, len,
+			     "serving_members load %s\nlatency_us %u inflight %u\n",
+			     knbd_load_fmt(READ_ONCE(node->peer_load)).s,
+			     READ_ONCE(node->lat_us), READ_ONCE(node->inflight));
+	len += sysfs_emit_at(page, len,
+			     "balance %s state %s moves %lld admin_drains %lld no_fit %lld deferred %lld drain_dropped %lld\n",
+			     READ_ONCE(node->cm_enabled) ? "on" : "off",
+			     knbd_cm_verdict_name(READ_ONCE(node->cm_verdict)),
+			     atomic64_read(&node->cm_moves), atomic64_read(&node->cm_drains),
+			     atomic64_read(&node->cm_skipped), atomic64_read(&node->cm_deferred),
+			     atomic64_read(&node->drain_dropped));
 	rcu_read_lock();
 	list_for_each_entry_rcu(peer, &node->peers, node_entry) {
 		unsigned long at = READ_ONCE(peer->remote_at);
@@ -947,10 +958,12 @@ static ssize_t knbd_node_stats_show(struct config_item *item, char *page)
 		l = READ_ONCE(peer->remote_load);
 		if (knbd_load_fresh(now, at, tick))
 			len += sysfs_emit_at(page, len,
-					     "peer %u load %s connections %u age_ms %u\n",
+					     "peer %u load %s connections %u age_ms %u%s\n",
 					     peer->node_id, knbd_load_fmt(l).s,
 					     READ_ONCE(peer->remote_conns),
-					     jiffies_to_msecs(now - at));
+					     jiffies_to_msecs(now - at),
+					     READ_ONCE(peer->remote_flags) & KNBD_LOAD_F_SHEDDING ?
+					     " shedding" : "");
 		else
 			len += sysfs_emit_at(page, len, "peer %u load unknown\n",
 					     peer->node_id);
@@ -1001,9 +1014,172 @@ static ssize_t knbd_node_enable_store(struct config_item *item,
 }
 CONFIGFS_ATTR(knbd_node_, enable);
 
+/*
+ * Connection manager tunables: may change while enabled, the monitor
+ * reads them every tick.  threshold >= clear >= 100 always holds.
+ */
+static ssize_t knbd_node_balance_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%d\n", READ_ONCE(to_knbd_node(item)->cm_enabled));
+}
+
+static ssize_t knbd_node_balance_store(struct config_item *item,
+				       const char *page, size_t count)
+{
+	bool on;
+
+	if (kstrtobool(page, &on)) {
+		knbd_cfg_warn(item, "balance must be 0 or 1\n");
+		return -EINVAL;
+	}
+	WRITE_ONCE(to_knbd_node(item)->cm_enabled, on);
+	return count;
+}
+CONFIGFS_ATTR(knbd_node_, balance);
+
+static ssize_t knbd_node_cm_pct_store(struct config_item *item, const char *page,
+				      size_t count, bool threshold)
+{
+	struct knbd_node *node = to_knbd_node(item);
+	ssize_t ret = count;
+	u32 pct;
+
+	if (kstrtou32(page, 0, &pct) || pct < 100 || pct > KNBD_CM_MAX_PCT) {
+		knbd_cfg_warn(item, "balance_%s_pct must be 100..%d\n",
+			      threshold ? "threshold" : "clear", KNBD_CM_MAX_PCT);
+		return -EINVAL;
+	}
+	mutex_lock(&node->lock);
+	if (threshold ? pct < node->cm.clear_pct : pct > node->cm.threshold_pct) {
+		knbd_cfg_warn(item, "balance_clear_pct (%u) must not exceed balance_threshold_pct (%u)\n",
+			      threshold ? node->cm.clear_pct : pct,
+			      threshold ? pct : node->cm.threshold_pct);
+		ret = -EINVAL;
+	} else if (threshold) {
+		WRITE_ONCE(node->cm.threshold_pct, pct);
+	} else {
+		WRITE_ONCE(node->cm.clear_pct, pct);
+	}
+	mutex_unlock(&node->lock);
+	return ret;
+}
+
+static ssize_t knbd_node_balance_threshold_pct_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%u\n", READ_ONCE(to_knbd_node(item)->cm.threshold_pct));
+}
+
+static ssize_t knbd_node_balance_threshold_pct_store(struct config_item *item,
+						     const char *page, size_t count)
+{
+	return knbd_node_cm_pct_store(item, page, count, true);
+}
+CONFIGFS_ATTR(knbd_node_, balance_threshold_pct);
+
+static ssize_t knbd_node_balance_clear_pct_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%u\n", READ_ONCE(to_knbd_node(item)->cm.clear_pct));
+}
+
+static ssize_t knbd_node_balance_clear_pct_store(struct config_item *item,
+						 const char *page, size_t count)
+{
+	return knbd_node_cm_pct_store(item, page, count, false);
+}
+CONFIGFS_ATTR(knbd_node_, balance_clear_pct);
+
+static ssize_t knbd_node_cm_ms_store(struct config_item *item, const char *page,
+				     size_t count, u32 *field, const char *what)
+{
+	u32 ms;
+
+	if (kstrtou32(page, 0, &ms) || ms > KNBD_CM_MAX_MS) {
+		knbd_cfg_warn(item, "%s must be 0..%d\n", what, KNBD_CM_MAX_MS);
+		return -EINVAL;
+	}
+	WRITE_ONCE(*field, ms);
+	return count;
+}
+
+static ssize_t knbd_node_balance_hold_ms_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%u\n", READ_ONCE(to_knbd_node(item)->cm.hold_ms));
+}
+
+static ssize_t knbd_node_balance_hold_ms_store(struct config_item *item,
+					       const char *page, size_t count)
+{
+	return knbd_node_cm_ms_store(item, page, count, &to_knbd_node(item)->cm.hold_ms,
+				     "balance_hold_ms");
+}
+CONFIGFS_ATTR(knbd_node_, balance_hold_ms);
+
+static ssize_t knbd_node_balance_interval_ms_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%u\n", READ_ONCE(to_knbd_node(item)->cm.interval_ms));
+}
+
+static ssize_t knbd_node_balance_interval_ms_store(struct config_item *item,
+						   const char *page, size_t count)
+{
+	return knbd_node_cm_ms_store(item, page, count,
+				     &to_knbd_node(item)->cm.interval_ms,
+				     "balance_interval_ms");
+}
+CONFIGFS_ATTR(knbd_node_, balance_interval_ms);
+
+/* In load units (weighted ops/s), like the stats; kept in thousandths. */
+static ssize_t knbd_node_balance_min_load_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%llu\n",
+			  div_u64(READ_ONCE(to_knbd_node(item)->cm.min_load), 1000));
+}
+
+static ssize_t knbd_node_balance_min_load_store(struct config_item *item,
+						const char *page, size_t count)
+{
+	u32 v;
+
+	if (kstrtou32(page, 0, &v) || v > 100000000) {
+		knbd_cfg_warn(item, "balance_min_load must be 0..100000000 (ops/s)\n");
+		return -EINVAL;
+	}
+	WRITE_ONCE(to_knbd_node(item)->cm.min_load, (u64)v * 1000);
+	return count;
+}
+CONFIGFS_ATTR(knbd_node_, balance_min_load);
+
+/* Admin: "echo ID > drain" moves client connection ID away gracefully. */
+static ssize_t knbd_node_drain_store(struct config_item *item, const char *page,
+				     size_t count)
+{
+	struct knbd_node *node = to_knbd_node(item);
+	u64 id;
+	int ret;
+
+	if (kstrtou64(page, 0, &id)) {
+		knbd_cfg_warn(item, "drain takes a connection id (first column of clients)\n");
+		return -EINVAL;
+	}
+	ret = knbd_conn_drain(node, id, true);
+	if (ret == -ENOENT)
+		knbd_cfg_warn(item, "no connection %llu\n", id);
+	else if (ret == -EINVAL)
+		knbd_cfg_warn(item, "connection %llu is a member link, not a client\n", id);
+	else if (ret == -EBUSY)
+		knbd_cfg_warn(item, "connection %llu is not in transmission (handshake, draining or closing)\n",
+			      id);
+	else
+		pr_info("node %s: admin drains client connection %llu\n",
+			config_item_name(item), id);
+	return ret ? ret : count;
+}
+CONFIGFS_ATTR_WO(knbd_node_, drain);
+
 static const char * const knbd_conn_state_names[] = {
 	[KNBD_CONN_HANDSHAKE]		= "handshake",
 	[KNBD_CONN_TRANSMISSION]	= "transmission",
+	[KNBD_CONN_DRAINING]		= "draining",
 	[KNBD_CONN_CLOSING]		= "closing",
 };
 
@@ -1026,13 +1202,14 @@ static ssize_t knbd_node_clients_show(struct config_item *item, char *page)
 		if (len > PAGE_SIZE - 160)
 			break;
 		len += sysfs_emit_at(page, len,
-				     "%llu %pISpc %s state=%s inflight=%u ops=%lld bytes=%lld load=%s\n",
+				     "%llu %pISpc %s state=%s inflight=%u ops=%lld bytes=%lld load=%s lat_us=%u\n",
 				     conn->id, &conn->peer,
 				     conn->is_peer ? "(member)" :
 				     vol ? config_item_name(&vol->group.cg_item) : "-",
 				     knbd_conn_state_names[READ_ONCE(conn->state)],
 				     inflight, atomic64_read(&conn->ops),
-				     atomic64_read(&conn->bytes), knbd_load_fmt(load).s);
+				     atomic64_read(&conn->bytes), knbd_load_fmt(load).s,
+				     READ_ONCE(conn->lat_us));
 	}
 	mutex_unlock(&node->conns_lock);
 	return len;
@@ -1047,6 +1224,13 @@ static struct configfs_attribute *knbd_node_attrs[] = {
 	&knbd_node_attr_node_id,
 	&knbd_node_attr_group_id,
 	&knbd_node_attr_load_tick_ms,
+	&knbd_node_attr_balance,
+	&knbd_node_attr_balance_threshold_pct,
+	&knbd_node_attr_balance_clear_pct,
+	&knbd_node_attr_balance_hold_ms,
+	&knbd_node_attr_balance_interval_ms,
+	&knbd_node_attr_balance_min_load,
+	&knbd_node_attr_drain,
 	&knbd_node_attr_stats,
 	&knbd_node_attr_enable,
 	&knbd_node_attr_clients,
@@ -1090,6 +1274,13 @@ static struct config_group *knbd_node_make(struct config_group *group,
 	node->max_conns = KNBD_DEFAULT_MAX_CONNS;
 	node->peer_port = KNBD_DEFAULT_PEER_PORT;
 	node->load_tick_ms = KNBD_DEFAULT_LOAD_TICK_MS;
+	node->cm_enabled = true;
+	node->cm.threshold_pct = KNBD_CM_DEFAULT_THRESHOLD_PCT;
+	node->cm.clear_pct = KNBD_CM_DEFAULT_CLEAR_PCT;
+	node->cm.hold_ms = KNBD_CM_DEFAULT_HOLD_MS;
+	node->cm.interval_ms = KNBD_CM_DEFAULT_INTERVAL_MS;
+	node->cm.min_load = KNBD_CM_DEFAULT_MIN_LOAD;
+	INIT_LIST_HEAD(&node->group_entry);
 	node->node_id = 1;
 	node->group_id = 1;
 	knbd_node_init_work(node);

@@ -35,48 +35,71 @@ static atomic_t knbd_total_conns = ATOMIC_INIT(0);
 /* ---- socket helpers ---- */
 
 /*
- * Read exactly @len bytes.  -ETIMEDOUT (the socket's receive timeout)
- * only when nothing at all arrived, so a caller that polls with a timeout
- * never loses its place in the stream.
+ * Read exactly @len bytes; @flags apply to the first read only (e.g.
+ * MSG_DONTWAIT: "only if something is there").  -ETIMEDOUT (the socket's
+ * receive timeout) only when nothing at all arrived, so a caller that
+ * polls with a timeout never loses its place in the stream; once part of
+ * the message is in, up to @max_stalls timeouts in a row are tolerated.
  */
-int knbd_recv(struct socket *sock, void *buf, size_t len)
+int knbd_recv_stalls(struct socket *sock, void *buf, size_t len, int flags,
+		     unsigned int max_stalls)
 {
 	struct msghdr msg = { };
 	struct kvec iov = { .iov_base = buf, .iov_len = len };
-	int ret, stalls = 0;
+	unsigned int stalls = 0;
+	int ret;
 
 	iov_iter_kvec(&msg.msg_iter, ITER_DEST, &iov, 1, len);
 	while (msg_data_left(&msg)) {
-		ret = sock_recvmsg(sock, &msg, MSG_WAITALL | MSG_NOSIGNAL);
+		ret = sock_recvmsg(sock, &msg, MSG_WAITALL | MSG_NOSIGNAL | flags);
+		flags = 0;
 		if (ret == -EAGAIN) {
 			if (msg_data_left(&msg) == len)
 				return -ETIMEDOUT;
 			/* Mid-message: wait a little longer, not for ever. */
-			if (++stalls > 3)
+			if (++stalls > max_stalls)
 				return -ECONNRESET;
 			continue;
 		}
 		if (ret <= 0)
 			return ret ? ret : -ECONNRESET;
+		stalls = 0;
 	}
 	return 0;
 }
 
-int knbd_recv_iter(struct socket *sock, struct iov_iter *iter)
+int knbd_recv(struct socket *sock, void *buf, size_t len)
+{
+	return knbd_recv_stalls(sock, buf, len, 0, 3);
+}
+
+/* Like knbd_recv_stalls(), for a payload: -ETIMEDOUT after @max_stalls. */
+int knbd_recv_iter_stalls(struct socket *sock, struct iov_iter *iter,
+			  unsigned int max_stalls)
 {
 	struct msghdr msg = { };
+	unsigned int stalls = 0;
 	int ret;
 
 	msg.msg_iter = *iter;
 	while (msg_data_left(&msg)) {
 		ret = sock_recvmsg(sock, &msg, MSG_WAITALL | MSG_NOSIGNAL);
-		if (ret == -EAGAIN)
-			return -ETIMEDOUT;
+		if (ret == -EAGAIN) {
+			if (++stalls > max_stalls)
+				return -ETIMEDOUT;
+			continue;
+		}
 		if (ret <= 0)
 			return ret ? ret : -ECONNRESET;
+		stalls = 0;
 	}
 	*iter = msg.msg_iter;
 	return 0;
+}
+
+int knbd_recv_iter(struct socket *sock, struct iov_iter *iter)
+{
+	return knbd_recv_iter_stalls(sock, iter, 0);
 }
 
 static int knbd_send_msg(struct socket *sock, struct msghdr *msg)
@@ -113,10 +136,14 @@ int knbd_drain(struct knbd_conn *conn, u32 len)
 {
 	int ret;
 
+	/* In transmission the socket polls (KNBD_CONN_POLL): allow for it. */
+	unsigned int stalls = READ_ONCE(conn->state) == KNBD_CONN_HANDSHAKE ?
+			      3 : KNBD_CONN_STALLS;
+
 	while (len) {
 		u32 chunk = min_t(u32, len, KNBD_OPT_MAX_PARSE);
 
-		ret = knbd_recv(conn->sock, conn->buf, chunk);
+		ret = knbd_recv_stalls(conn->sock, conn->buf, chunk, 0, stalls);
 		if (ret)
 			return ret;
 		len -= chunk;
@@ -551,7 +578,25 @@ static void knbd_transmission(struct knbd_conn *conn)
 	u32 nbd_err, mem;
 
 	for (;;) {
-		if (knbd_recv(conn->sock, &wire, sizeof(wire)))
+		/* pairs with knbd_conn_drain(): drain_at is set before the flag */
+		bool draining = smp_load_acquire(&conn->draining);
+		int ret;
+
+		/*
+		 * Draining: serve what the client has already sent, but stop
+		 * at the first request boundary with nothing queued, and after
+		 * KNBD_DRAIN_READ_TIME in any case (a busy client never pauses).
+		 */
+		if (draining && time_after(jiffies, conn->drain_at + KNBD_DRAIN_READ_TIME))
+			return;
+		ret = knbd_recv_stalls(conn->sock, &wire, sizeof(wire),
+				       draining ? MSG_DONTWAIT : 0, KNBD_CONN_STALLS);
+		if (ret == -ETIMEDOUT) {
+			if (draining)
+				return;
+			continue;	/* idle: look at the drain flag again */
+		}
+		if (ret)
 			return;
 		if (knbd_proto_decode_request(&wire, &cmd)) {
 			pr_warn_ratelimited("client %pISpc: bad request magic %#x, closing\n",
@@ -589,7 +634,7 @@ static void knbd_transmission(struct knbd_conn *conn)
 			struct iov_iter iter;
 
 			iov_iter_bvec(&iter, ITER_DEST, req->bvec, req->nr_bvec, cmd.len);
-			if (knbd_recv_iter(conn->sock, &iter)) {
+			if (knbd_recv_iter_stalls(conn->sock, &iter, KNBD_CONN_STALLS)) {
 				knbd_req_free(req);
 				knbd_conn_unreserve(conn, mem);
 				return;
@@ -598,6 +643,77 @@ static void knbd_transmission(struct knbd_conn *conn)
 		kref_get(&conn->ref);
 		knbd_io_submit(req);
 	}
+}
+
+/*
+ * The last step of a drain, once every request read has been answered:
+ * send our FIN after the replies, so the client sees an orderly end of
+ * the stream rather than a reset that could discard replies still queued,
+ * and wait (bounded) for its own.  nbd.ko marks the connection dead on
+ * our FIN and sends no more on it; what it sent meanwhile is read and
+ * counted here, never executed: it has no reply coming, so the client
+ * will retry it on another connection after its request timeout.
+ */
+static void knbd_conn_drain_close(struct knbd_conn *conn)
+{
+	unsigned long deadline = jiffies + KNBD_DRAIN_CLOSE_TIME;
+	struct nbd_wire_request wire;
+	unsigned int dropped = 0;
+	struct knbd_cmd cmd;
+
+	kernel_sock_shutdown(conn->sock, SHUT_WR);
+	while (time_before(jiffies, deadline)) {
+		int ret = knbd_recv_stalls(conn->sock, &wire, sizeof(wire), 0, 5);
+
+		if (ret == -ETIMEDOUT)
+			continue;
+		if (ret || knbd_proto_decode_request(&wire, &cmd))
+			break;
+		if (cmd.type == NBD_CMD_DISC)
+			break;
+		dropped++;
+		if (knbd_proto_payload_len(&cmd) > KNBD_MAX_REQ_BYTES ||
+		    knbd_drain(conn, knbd_proto_payload_len(&cmd)))
+			break;
+	}
+	if (dropped) {
+		atomic64_add(dropped, &conn->node->drain_dropped);
+		pr_info_ratelimited("client %pISpc: %u request(s) sent after the drain left unanswered, for the client to retry\n",
+				    &conn->peer, dropped);
+	}
+}
+
+/*
+ * Move a client away gracefully: stop taking requests on connection @id
+ * once those already queued are read, answer all, then close (above).
+ * The receiver notices within KNBD_CONN_POLL.
+ */
+int knbd_conn_drain(struct knbd_node *node, u64 id, bool by_admin)
+{
+	struct knbd_conn *conn;
+	int ret = -ENOENT;
+
+	mutex_lock(&node->conns_lock);
+	list_for_each_entry(conn, &node->conns, node_entry) {
+		if (conn->id != id)
+			continue;
+		if (conn->is_peer)
+			ret = -EINVAL;
+		else if (READ_ONCE(conn->state) != KNBD_CONN_TRANSMISSION)
+			ret = -EBUSY;
+		else
+			ret = 0;
+		if (ret)
+			break;
+		conn->drain_at = jiffies;
+		WRITE_ONCE(conn->state, KNBD_CONN_DRAINING);
+		/* drain_at first: the receiver reads it once it sees the flag */
+		smp_store_release(&conn->draining, true);
+		atomic64_inc(by_admin ? &node->cm_drains : &node->cm_moves);
+		break;
+	}
+	mutex_unlock(&node->conns_lock);
+	return ret;
 }
 
 void knbd_sock_set_rcvtimeo(struct socket *sock, long timeo)
@@ -615,7 +731,7 @@ static void knbd_conn_recv_work(struct work_struct *work)
 	if (conn->is_peer) {
 		knbd_peer_serve(conn);
 	} else if (!knbd_handshake(conn) && conn->vol) {
-		knbd_sock_set_rcvtimeo(conn->sock, MAX_SCHEDULE_TIMEOUT);
+		knbd_sock_set_rcvtimeo(conn->sock, KNBD_CONN_POLL);
 		WRITE_ONCE(conn->state, KNBD_CONN_TRANSMISSION);
 		knbd_transmission(conn);
 	}
@@ -623,6 +739,8 @@ static void knbd_conn_recv_work(struct work_struct *work)
 	/* Answer everything already read before the socket goes away. */
 	WRITE_ONCE(conn->state, KNBD_CONN_CLOSING);
 	wait_event(conn->wait, knbd_conn_idle(conn));
+	if (READ_ONCE(conn->draining))
+		knbd_conn_drain_close(conn);
 
 	mutex_lock(&node->conns_lock);
 	list_del(&conn->node_entry);

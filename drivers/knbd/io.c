@@ -116,6 +116,7 @@ struct knbd_req *knbd_req_alloc(struct knbd_conn *conn, const struct knbd_cmd *c
 		return NULL;
 	req->conn = conn;
 	req->cmd = *cmd;
+	req->start_ns = ktime_get_ns();
 	if (nr > KNBD_INLINE_BVECS) {
 		req->bvec = kvmalloc_array(nr, sizeof(*req->bvec), GFP_KERNEL);
 		if (!req->bvec)
@@ -508,6 +509,7 @@ static void knbd_io_work(struct work_struct *work)
 				     req->nr_bvec, reply_len);
 	}
 	knbd_route_plan_free(&plan);
+	atomic64_add(ktime_get_ns() - req->start_ns, &conn->lat_ns);
 	atomic64_inc(&conn->ops);
 	atomic64_add(req->cmd.len, &conn->bytes);
 	knbd_req_free(req);

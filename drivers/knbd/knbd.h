@@ -56,6 +56,18 @@
 #define KNBD_HANDSHAKE_TIMEOUT		(30 * HZ)
 #define KNBD_SEND_TIMEOUT_SECS		30
 
+/*
+ * In transmission the receiver wakes this often when idle, to notice a
+ * drain; a request that makes no progress for KNBD_CONN_STALLS polls in
+ * a row is given up (the client is gone or hostile).
+ */
+#define KNBD_CONN_POLL			(HZ / 5)
+#define KNBD_CONN_STALLS		150		/* 30 s */
+/* A draining connection serves what is queued for at most this long ... */
+#define KNBD_DRAIN_READ_TIME		(2 * HZ)
+/* ... and after its FIN waits this long for the client's. */
+#define KNBD_DRAIN_CLOSE_TIME		(5 * HZ)
+
 /* Server-to-server links. */
 #define KNBD_DEFAULT_PEER_PORT		10810
 #define KNBD_PEER_MAX_INFLIGHT		128U
@@ -200,6 +212,69 @@ u64 knbd_load_sample(u64 ops, u64 bytes, u32 elapsed_ms);
 u64 knbd_load_ewma(u64 avg, u64 sample, unsigned int shift);
 bool knbd_load_fresh(unsigned long now, unsigned long at, unsigned long tick);
 
+/* ---- connection manager policy (connmgr.c): pure ---- */
+
+#define KNBD_CM_DEFAULT_THRESHOLD_PCT	130
+#define KNBD_CM_DEFAULT_CLEAR_PCT	110
+#define KNBD_CM_DEFAULT_HOLD_MS		1000
+#define KNBD_CM_DEFAULT_INTERVAL_MS	600
+#define KNBD_CM_DEFAULT_MIN_LOAD	20000	/* milli: 20 weighted ops/s */
+#define KNBD_CM_MAX_PCT			1000
+#define KNBD_CM_MAX_MS			600000
+
+/* Tunables, from configfs (nodes/<n>/balance_*). */
+struct knbd_cm_params {
+	u32 threshold_pct;	/* over-utilised above mean * pct / 100 */
+	u32 clear_pct;		/* ... until back under mean * clear / 100 */
+	u32 hold_ms;		/* over-utilised this long before the first move */
+	u32 interval_ms;	/* at least this long between two moves */
+	u64 min_load;		/* never shed below this load (milli) */
+};
+
+/* One member as this node sees it at a tick; own entry included. */
+struct knbd_cm_member {
+	u32 id;
+	u64 load;
+	bool fresh;		/* report recent enough to use */
+	bool shedding;		/* says it is moving connections now */
+};
+
+/* What the policy remembers between ticks (jiffies; 0 = never). */
+struct knbd_cm_state {
+	unsigned long over_since;
+	unsigned long last_move;
+	bool active;		/* above threshold, not yet under clear */
+};
+
+enum knbd_cm_verdict {
+	KNBD_CM_IDLE,		/* balanced enough, or not our turn */
+	KNBD_CM_WAIT,		/* over-utilised; hold time or interval not over */
+	KNBD_CM_MOVE,		/* move one connection now */
+	KNBD_CM_DEFER,		/* over-utilised, but a busier member is moving */
+};
+
+/* Group figures of the fresh members (own always counts). */
+struct knbd_cm_group {
+	u64 mean;
+	u64 min;
+	u64 max;
+	u32 nr;
+	u32 max_id;		/* the most loaded member, lowest id on ties */
+	bool other_shedding;
+};
+
+void knbd_cm_group(const struct knbd_cm_member *m, unsigned int nr,
+		   struct knbd_cm_group *g);
+enum knbd_cm_verdict knbd_cm_assess(const struct knbd_cm_params *p,
+				    struct knbd_cm_state *st,
+				    const struct knbd_cm_member *m, unsigned int nr,
+				    unsigned int self, unsigned long now);
+u64 knbd_cm_target(const struct knbd_cm_member *m, unsigned int nr,
+		   unsigned int self);
+int knbd_cm_pick(const u64 *conn_load, unsigned int nr, u64 own, u64 min,
+		 u64 target);
+const char *knbd_cm_verdict_name(enum knbd_cm_verdict v);
+
 /* ---- objects ---- */
 
 struct knbd_vol_stats {
@@ -218,6 +293,7 @@ struct knbd_vol_stats {
 };
 
 struct knbd_node;
+struct knbd_monitor;
 
 /* A listening socket of a node: clients, or other members. */
 struct knbd_listener {
@@ -260,11 +336,29 @@ struct knbd_node {
 	/* Peer links, RCU list; writers hold lock. */
 	struct list_head peers;
 
-	/* Load monitor (load.c), running while enabled. */
+	/* Load monitor (monitor.c), running while enabled. */
 	struct task_struct *load_task;
+	struct knbd_monitor *load_mon;	/* its scratch space */
+	struct list_head group_entry;	/* knbd_group_nodes (RCU) while enabled */
 	u32 load_tick_ms;
 	u32 load_seq;
-	u64 load;
+	u64 load;			/* client connections: what balancing moves */
+	u64 peer_load;			/* serving other members' forwarded pieces */
+	u32 client_conns;
+	u32 lat_us;			/* smoothed mean service time of a request */
+	u32 inflight;			/* client requests in flight at the last tick */
+
+	/* Connection manager (connmgr.c policy, monitor.c driver). */
+	struct knbd_cm_params cm;
+	struct knbd_cm_state cm_state;
+	bool cm_enabled;
+	bool cm_shedding;		/* advertised to peers */
+	enum knbd_cm_verdict cm_verdict;
+	atomic64_t cm_moves;		/* connections drained by the manager */
+	atomic64_t cm_drains;		/* by an admin, through configfs */
+	atomic64_t cm_skipped;		/* over-utilised but no connection fits */
+	atomic64_t cm_deferred;		/* another member was moving already */
+	atomic64_t drain_dropped;	/* requests unread when a drain closed */
 
 	/* Client and peer-server connections; lock order: lock -> conns_lock. */
 	struct mutex conns_lock;
@@ -344,6 +438,7 @@ struct knbd_peer {
 	u32 remote_conns;
 	u32 remote_seq;
 	unsigned long remote_at;
+	u32 remote_flags;		/* KNBD_LOAD_F_* */
 
 	atomic_t users;			/* forwarders inside knbd_peer_forward() */
 	atomic64_t forwarded;
@@ -371,6 +466,7 @@ struct knbd_fwd {
 enum knbd_conn_state {
 	KNBD_CONN_HANDSHAKE,
 	KNBD_CONN_TRANSMISSION,
+	KNBD_CONN_DRAINING,		/* serving what is queued, then closing */
 	KNBD_CONN_CLOSING,
 };
 
@@ -399,9 +495,16 @@ struct knbd_conn {
 
 	atomic64_t ops;
 	atomic64_t bytes;
+	atomic64_t lat_ns;		/* service time of the replied requests */
 	u64 load_ops;			/* counters at the last load tick */
 	u64 load_bytes;
+	u64 load_lat_ns;
 	u64 load;			/* smoothed, milli weighted ops/s */
+	u32 lat_us;			/* smoothed mean service time */
+
+	/* Graceful close (connection manager or admin): see knbd_conn_drain(). */
+	bool draining;
+	unsigned long drain_at;
 
 	/* Scratch space for the handshake and for draining refused payloads. */
 	void *buf;
@@ -412,6 +515,7 @@ struct knbd_req {
 	struct knbd_volume *vol;
 	struct work_struct work;
 	struct knbd_cmd cmd;
+	u64 start_ns;			/* header read: for the service time */
 	u32 nbd_err;
 	u32 peer_status;		/* peer-server requests: KNBD_PEER_* */
 	unsigned int nr_bvec;
@@ -444,7 +548,12 @@ void knbd_conn_unreserve(struct knbd_conn *conn, u32 bytes);
 int knbd_conn_send_reply(struct knbd_conn *conn, u64 cookie, u32 nbd_err,
 			 struct bio_vec *bvec, unsigned int nr_bvec, u32 len);
 int knbd_recv(struct socket *sock, void *buf, size_t len);
+int knbd_recv_stalls(struct socket *sock, void *buf, size_t len, int flags,
+		     unsigned int max_stalls);
 int knbd_recv_iter(struct socket *sock, struct iov_iter *iter);
+int knbd_recv_iter_stalls(struct socket *sock, struct iov_iter *iter,
+			  unsigned int max_stalls);
+int knbd_conn_drain(struct knbd_node *node, u64 id, bool by_admin);
 int knbd_send(struct socket *sock, const void *buf, size_t len, int flags);
 int knbd_send_iter(struct socket *sock, struct iov_iter *iter, int flags);
 int knbd_drain(struct knbd_conn *conn, u32 len);
@@ -469,11 +578,14 @@ void knbd_peer_serve(struct knbd_conn *conn);
 int knbd_peer_send_reply(struct knbd_conn *conn, struct knbd_req *req,
 			 const struct knbd_route_id *rid);
 const char *knbd_peer_state_name(enum knbd_peer_state state);
-void knbd_peer_send_load(struct knbd_peer *peer, u64 load, u32 conns, u32 seq);
+void knbd_peer_send_load(struct knbd_peer *peer, u64 load, u32 conns, u32 seq,
+			 u32 flags);
 
 /* monitor.c */
 int knbd_load_start(struct knbd_node *node);
 void knbd_load_stop(struct knbd_node *node);
+void knbd_group_add(struct knbd_node *node);
+void knbd_group_del(struct knbd_node *node);
 
 /* configfs.c */
 int knbd_configfs_init(void);

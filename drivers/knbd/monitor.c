@@ -1,42 +1,97 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Load monitor: one kthread per enabled node samples, every tick, the
- * operations and bytes of each connection, turns them into one load
- * figure per connection, per volume and per node (load.c), and sends the
- * node's figure to every peer.  Peers' figures land in their knbd_peer
- * with the time they arrived, so every member knows the group's load and
- * how fresh each figure is.
+ * operations, bytes and service time of each connection, turns them into
+ * one load figure per connection, per volume and per node (load.c), sends
+ * the node's figure to every peer, and runs the connection manager
+ * (connmgr.c) on the group's figures.  Peers' figures land in their
+ * knbd_peer with the time they arrived, so every member knows the group's
+ * load and how fresh each figure is; knbd_group_load() offers the table to
+ * the ip_vs_knbd scheduler.
  */
 #define pr_fmt(fmt) "knbd: " fmt
 
+#include <linux/in.h>
+#include <linux/in6.h>
 #include <linux/jiffies.h>
 #include <linux/kthread.h>
+#include <linux/module.h>
 #include <linux/rculist.h>
 #include <linux/sched.h>
+#include <linux/slab.h>
+#include <net/ipv6.h>
+
+#include <knbd/knbd_group.h>
 
 #include "knbd.h"
 
+/* Enabled nodes of this kernel, for knbd_group_load(). */
+static LIST_HEAD(knbd_group_nodes);
+static DEFINE_SPINLOCK(knbd_group_lock);
+
+/* Scratch of one monitor thread, allocated once: no allocation per tick. */
+struct knbd_monitor {
+	struct knbd_node *node;
+	struct knbd_peer *peers[KNBD_MAX_MEMBERS];
+	struct knbd_cm_member members[KNBD_MAX_MEMBERS + 1];
+	/* Candidates for a move; past this many, the oldest are considered. */
+	u64 conn_load[512];
+	u64 conn_id[512];
+};
+
+static u32 knbd_lat_us(u64 ns, u64 ops)
+{
+	return ops ? min_t(u64, div64_u64(ns, ops * NSEC_PER_USEC), U32_MAX) : 0;
+}
+
 static void knbd_load_sample_conns(struct knbd_node *node, u32 elapsed_ms)
 {
+	u64 clients = 0, members = 0, lat_ns = 0, lat_ops = 0;
+	unsigned int nr_clients = 0, inflight = 0;
 	struct knbd_volume *vol;
 	struct knbd_conn *conn;
-	u64 total = 0;
 
 	mutex_lock(&node->conns_lock);
 	list_for_each_entry(conn, &node->conns, node_entry) {
 		u64 ops = atomic64_read(&conn->ops);
 		u64 bytes = atomic64_read(&conn->bytes);
-		u64 sample = knbd_load_sample(ops - conn->load_ops, bytes - conn->load_bytes,
+		u64 lat = atomic64_read(&conn->lat_ns);
+		u64 dops = ops - conn->load_ops;
+		u64 dlat = lat - conn->load_lat_ns;
+		u64 sample = knbd_load_sample(dops, bytes - conn->load_bytes,
 					      elapsed_ms);
 
+		if (dops)
+			WRITE_ONCE(conn->lat_us,
+				   knbd_load_ewma(conn->lat_us,
+						  knbd_lat_us(dlat, dops),
+						  KNBD_LOAD_EWMA_SHIFT));
 		conn->load_ops = ops;
 		conn->load_bytes = bytes;
+		conn->load_lat_ns = lat;
 		WRITE_ONCE(conn->load, knbd_load_ewma(READ_ONCE(conn->load), sample,
 						      KNBD_LOAD_EWMA_SHIFT));
-		total += conn->load;
+		if (conn->is_peer) {
+			members += conn->load;
+			continue;
+		}
+		clients += conn->load;
+		if (READ_ONCE(conn->state) != KNBD_CONN_HANDSHAKE)
+			nr_clients++;
+		/* a gauge for the stats: a stale value is as good as any */
+		inflight += data_race(conn->inflight);
+		lat_ns += dlat;
+		lat_ops += dops;
 	}
 	mutex_unlock(&node->conns_lock);
-	WRITE_ONCE(node->load, total);
+	WRITE_ONCE(node->load, clients);
+	WRITE_ONCE(node->peer_load, members);
+	WRITE_ONCE(node->client_conns, nr_clients);
+	WRITE_ONCE(node->inflight, inflight);
+	if (lat_ops)
+		WRITE_ONCE(node->lat_us, knbd_load_ewma(node->lat_us,
+							knbd_lat_us(lat_ns, lat_ops),
+							KNBD_LOAD_EWMA_SHIFT));
 
 	/* Per volume: what its attached clients bring. */
 	mutex_lock(&node->lock);
@@ -53,10 +108,106 @@ static void knbd_load_sample_conns(struct knbd_node *node, u32 elapsed_ms)
 	mutex_unlock(&node->lock);
 }
 
+/*
+ * The connection manager's tick: the group as this node sees it, the
+ * policy's verdict, and at most one connection drained.
+ */
+static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
+			 unsigned long tick)
+{
+	struct knbd_node *node = mon->node;
+	struct knbd_cm_member *m = mon->members;
+	struct knbd_cm_params p;
+	enum knbd_cm_verdict v;
+	struct knbd_peer *peer;
+	struct knbd_conn *conn;
+	unsigned int nr = 1, nc = 0, i;
+	u64 target, min = U64_MAX, mean = 0;
+	int pick, ret;
+
+	if (!READ_ONCE(node->cm_enabled)) {
+		memset(&node->cm_state, 0, sizeof(node->cm_state));
+		WRITE_ONCE(node->cm_verdict, KNBD_CM_IDLE);
+		WRITE_ONCE(node->cm_shedding, false);
+		return;
+	}
+	p.threshold_pct = READ_ONCE(node->cm.threshold_pct);
+	p.clear_pct = READ_ONCE(node->cm.clear_pct);
+	p.hold_ms = READ_ONCE(node->cm.hold_ms);
+	p.interval_ms = READ_ONCE(node->cm.interval_ms);
+	p.min_load = READ_ONCE(node->cm.min_load);
+
+	m[0] = (struct knbd_cm_member){
+		.id = node->node_id,
+		.load = READ_ONCE(node->load),
+		.fresh = true,
+		.shedding = READ_ONCE(node->cm_shedding),
+	};
+	rcu_read_lock();
+	list_for_each_entry_rcu(peer, &node->peers, node_entry) {
+		unsigned long at = READ_ONCE(peer->remote_at);
+
+		if (nr == ARRAY_SIZE(mon->members))
+			break;
+		m[nr++] = (struct knbd_cm_member){
+			.id = peer->node_id,
+			.load = READ_ONCE(peer->remote_load),
+			.fresh = knbd_load_fresh(now, at, tick),
+			.shedding = READ_ONCE(peer->remote_flags) & KNBD_LOAD_F_SHEDDING,
+		};
+	}
+	rcu_read_unlock();
+
+	v = knbd_cm_assess(&p, &node->cm_state, m, nr, 0, now);
+	WRITE_ONCE(node->cm_verdict, v);
+	WRITE_ONCE(node->cm_shedding, v == KNBD_CM_WAIT || v == KNBD_CM_MOVE);
+	if (v == KNBD_CM_DEFER)
+		atomic64_inc(&node->cm_deferred);
+	if (v != KNBD_CM_MOVE)
+		return;
+
+	for (i = 0; i < nr; i++) {
+		if (!m[i].fresh)
+			continue;
+		min = min(min, m[i].load);
+	}
+	target = knbd_cm_target(m, nr, 0);
+	/* Oldest first (list order): ties go to the longest-lived connection. */
+	mutex_lock(&node->conns_lock);
+	list_for_each_entry(conn, &node->conns, node_entry) {
+		if (nc == ARRAY_SIZE(mon->conn_load))
+			break;
+		if (conn->is_peer || READ_ONCE(conn->state) != KNBD_CONN_TRANSMISSION)
+			continue;
+		mon->conn_load[nc] = READ_ONCE(conn->load);
+		mon->conn_id[nc++] = conn->id;
+	}
+	mutex_unlock(&node->conns_lock);
+	node->cm_state.last_move = now ?: 1;
+
+	pick = knbd_cm_pick(mon->conn_load, nc, m[0].load, min, target);
+	if (pick < 0) {
+		atomic64_inc(&node->cm_skipped);
+		pr_info_ratelimited("node %s: over-utilised (load %llu, least loaded member %llu) but none of its %u client connections would even it out\n",
+				    config_item_name(&node->group.cg_item),
+				    div_u64(m[0].load, 1000), div_u64(min, 1000), nc);
+		return;
+	}
+	ret = knbd_conn_drain(node, mon->conn_id[pick], false);
+	for (i = 0; i < nr; i++)
+		mean += m[i].fresh ? m[i].load : 0;
+	pr_info_ratelimited("node %s: over-utilised (load %llu, group of %u: min %llu, sum %llu): %s client connection %llu (load %llu, wanted %llu)\n",
+			    config_item_name(&node->group.cg_item),
+			    div_u64(m[0].load, 1000), nr, div_u64(min, 1000),
+			    div_u64(mean, 1000), ret ? "could not move" : "moving",
+			    mon->conn_id[pick], div_u64(mon->conn_load[pick], 1000),
+			    div_u64(target, 1000));
+}
+
 static int knbd_load_thread(void *data)
 {
-	struct knbd_peer *peers[KNBD_MAX_MEMBERS];
-	struct knbd_node *node = data;
+	struct knbd_monitor *mon = data;
+	struct knbd_node *node = mon->node;
 	unsigned long last = jiffies;
 	unsigned int i, n;
 
@@ -72,21 +223,24 @@ static int knbd_load_thread(void *data)
 		knbd_load_sample_conns(node, jiffies_to_msecs(now - last) ?: 1);
 		last = now;
 		node->load_seq++;
+		knbd_cm_tick(mon, now, tick);
 
 		/* Pin the links under RCU, send outside it: sending sleeps. */
 		n = 0;
 		rcu_read_lock();
 		list_for_each_entry_rcu(peer, &node->peers, node_entry) {
-			if (n == ARRAY_SIZE(peers) || READ_ONCE(peer->stopping))
+			if (n == ARRAY_SIZE(mon->peers) || READ_ONCE(peer->stopping))
 				continue;
 			atomic_inc(&peer->users);
-			peers[n++] = peer;
+			mon->peers[n++] = peer;
 		}
 		rcu_read_unlock();
 		for (i = 0; i < n; i++) {
-			knbd_peer_send_load(peers[i], node->load,
-					    atomic_read(&node->nr_conns), node->load_seq);
-			knbd_peer_put(peers[i]);
+			knbd_peer_send_load(mon->peers[i], node->load,
+					    READ_ONCE(node->client_conns), node->load_seq,
+					    READ_ONCE(node->cm_shedding) ?
+					    KNBD_LOAD_F_SHEDDING : 0);
+			knbd_peer_put(mon->peers[i]);
 		}
 	}
 	return 0;
@@ -94,21 +248,114 @@ static int knbd_load_thread(void *data)
 
 int knbd_load_start(struct knbd_node *node)
 {
+	struct knbd_monitor *mon;
 	struct task_struct *t;
 
-	t = kthread_run(knbd_load_thread, node, "knbd-load/%s",
+	mon = kzalloc(sizeof(*mon), GFP_KERNEL);
+	if (!mon)
+		return -ENOMEM;
+	mon->node = node;
+	memset(&node->cm_state, 0, sizeof(node->cm_state));
+	node->cm_shedding = false;
+	node->cm_verdict = KNBD_CM_IDLE;
+	t = kthread_run(knbd_load_thread, mon, "knbd-load/%s",
 			config_item_name(&node->group.cg_item));
-	if (IS_ERR(t))
+	if (IS_ERR(t)) {
+		kfree(mon);
 		return PTR_ERR(t);
+	}
 	node->load_task = t;
+	node->load_mon = mon;
+	knbd_group_add(node);
 	return 0;
 }
 
 void knbd_load_stop(struct knbd_node *node)
 {
 	if (node->load_task) {
+		knbd_group_del(node);
 		kthread_stop(node->load_task);
 		node->load_task = NULL;
+		kfree(node->load_mon);
+		node->load_mon = NULL;
 	}
 	WRITE_ONCE(node->load, 0);
+	WRITE_ONCE(node->peer_load, 0);
+	WRITE_ONCE(node->client_conns, 0);
+	WRITE_ONCE(node->cm_shedding, false);
 }
+
+/* ---- the group load table, for other modules (ip_vs_knbd) ---- */
+
+void knbd_group_add(struct knbd_node *node)
+{
+	spin_lock(&knbd_group_lock);
+	list_add_tail_rcu(&node->group_entry, &knbd_group_nodes);
+	spin_unlock(&knbd_group_lock);
+}
+
+void knbd_group_del(struct knbd_node *node)
+{
+	spin_lock(&knbd_group_lock);
+	list_del_rcu(&node->group_entry);
+	spin_unlock(&knbd_group_lock);
+	synchronize_rcu();
+	INIT_LIST_HEAD(&node->group_entry);
+}
+
+static bool knbd_addr_match(const struct sockaddr_storage *ss, int af,
+			    const void *addr)
+{
+	if (ss->ss_family != af)
+		return false;
+	if (af == AF_INET)
+		return ((const struct sockaddr_in *)ss)->sin_addr.s_addr ==
+		       ((const struct in_addr *)addr)->s_addr;
+	if (af == AF_INET6)
+		return ipv6_addr_equal(&((const struct sockaddr_in6 *)ss)->sin6_addr,
+				       addr);
+	return false;
+}
+
+int knbd_group_load(int af, const void *addr, u64 *load, u32 *conns)
+{
+	unsigned long now = jiffies, best_at = 0;
+	struct knbd_node *node;
+	struct knbd_peer *peer;
+	int ret = -ENOENT;
+
+	rcu_read_lock();
+	list_for_each_entry_rcu(node, &knbd_group_nodes, group_entry) {
+		unsigned long tick = msecs_to_jiffies(READ_ONCE(node->load_tick_ms));
+
+		if (knbd_addr_match(&node->listen_addr, af, addr)) {
+			*load = READ_ONCE(node->load);
+			if (conns)
+				*conns = READ_ONCE(node->client_conns);
+			ret = 0;
+			goto out;
+		}
+		list_for_each_entry_rcu(peer, &node->peers, node_entry) {
+			unsigned long at = READ_ONCE(peer->remote_at);
+
+			if (!knbd_addr_match(&peer->addr, af, addr))
+				continue;
+			if (!knbd_load_fresh(now, at, tick)) {
+				if (ret == -ENOENT)
+					ret = -ESTALE;
+				continue;
+			}
+			if (best_at && !time_after(at, best_at))
+				continue;
+			best_at = at;
+			*load = READ_ONCE(peer->remote_load);
+			if (conns)
+				*conns = READ_ONCE(peer->remote_conns);
+			ret = 0;
+		}
+	}
+out:
+	rcu_read_unlock();
+	return ret;
+}
+EXPORT_SYMBOL_GPL(knbd_group_load);

@@ -435,7 +435,8 @@ int knbd_peer_forward(struct knbd_peer *peer, struct knbd_volume *vol,
 }
 
 /* Best effort: a report that cannot go now is replaced by the next one. */
-void knbd_peer_send_load(struct knbd_peer *peer, u64 load, u32 conns, u32 seq)
+void knbd_peer_send_load(struct knbd_peer *peer, u64 load, u32 conns, u32 seq,
+			 u32 flags)
 {
 	struct {
 		struct knbd_peer_hdr hdr;
@@ -453,6 +454,7 @@ void knbd_peer_send_load(struct knbd_peer *peer, u64 load, u32 conns, u32 seq)
 	msg.load.seq = cpu_to_be32(seq);
 	msg.load.load = cpu_to_be64(load);
 	msg.load.connections = cpu_to_be32(conns);
+	msg.load.flags = cpu_to_be32(flags);
 	if (!mutex_trylock(&peer->send_lock))
 		return;		/* busy with I/O: skip this tick rather than queue */
 	if (peer->sock && knbd_send(peer->sock, &msg, sizeof(msg), 0))
@@ -473,6 +475,8 @@ static void knbd_peer_got_load(struct knbd_node *node, const struct knbd_peer_lo
 		WRITE_ONCE(peer->remote_load, be64_to_cpu(rep->load));
 		WRITE_ONCE(peer->remote_conns, be32_to_cpu(rep->connections));
 		WRITE_ONCE(peer->remote_seq, be32_to_cpu(rep->seq));
+		/* Unknown bits are a newer member's business: ignore them. */
+		WRITE_ONCE(peer->remote_flags, be32_to_cpu(rep->flags) & KNBD_LOAD_F_KNOWN);
 		WRITE_ONCE(peer->remote_at, jiffies ?: 1);
 		break;
 	}

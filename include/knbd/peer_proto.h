@@ -66,13 +66,17 @@ struct knbd_peer_io_reply {
 	__be32 reserved;
 } __packed;
 
+/* knbd_peer_load::flags */
+#define KNBD_LOAD_F_SHEDDING		0x1	/* moving client connections away */
+#define KNBD_LOAD_F_KNOWN		0x1	/* flags this version understands */
+
 /* A member's load report, sent every load monitor tick. */
 struct knbd_peer_load {
 	__be32 node_id;
 	__be32 seq;
-	__be64 load;		/* milli weighted ops per second */
+	__be64 load;		/* milli weighted ops per second, clients only */
 	__be32 connections;
-	__be32 reserved;
+	__be32 flags;		/* was reserved (0) in the first version */
 } __packed;
 
 #endif /* _KNBD_PEER_PROTO_H */

@@ -72,6 +72,14 @@ modprobe configfs 2>/dev/null
 mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config 2>/dev/null
 modprobe nbd nbds_max=16 2>/dev/null
 knbd_force_cleanup >/dev/null 2>&1
+KMEMLEAK=/sys/kernel/debug/kmemleak
+mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+if [ -e "$KMEMLEAK" ]; then
+	# what boot left behind is not ours to report
+	echo scan >"$KMEMLEAK" 2>/dev/null
+	echo clear >"$KMEMLEAK" 2>/dev/null
+	log "guest-main: kmemleak active: each file's leaks are checked after knbd is unloaded"
+fi
 
 total_start=$SECONDS
 any_fail=0
@@ -150,6 +158,16 @@ for t in "${tests[@]}"; do
 	knbd_force_cleanup >/dev/null 2>&1
 	if knbd_loaded; then
 		log "guest-main: WARNING: knbd still loaded after forced cleanup"
+	fi
+	# Debug kernels: what the file's module instance leaked, once unloaded.
+	if [ -e "$KMEMLEAK" ] && ! knbd_loaded; then
+		if leak=$(kmemleak_knbd "$KNBD_OUT/kmemleak-$name.txt"); then
+			t_pass "${name}_kmemleak"
+			npass=$((npass + 1))
+		else
+			t_fail "${name}_kmemleak" "$leak (full report: kmemleak-$name.txt)"
+			nfail=$((nfail + 1))
+		fi
 	fi
 
 	[ "$nfail" -eq 0 ] || any_fail=1

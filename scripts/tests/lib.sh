@@ -521,3 +521,25 @@ knbd_force_cleanup() {
 	rm -rf "${KNBD_TMP:?}"/* 2>/dev/null
 	return 0
 }
+
+# kmemleak_knbd FILE: scan for leaks (debug kernels) and keep those whose
+# allocation backtrace runs through knbd: a knbd symbol, or, once the
+# module is gone, an address in module space that no longer resolves
+# (nbd, IPVS and the rest are built into the debug kernel). Writes the
+# full report to FILE; prints a one-line summary and returns 1 if any.
+kmemleak_knbd() {
+	local f=/sys/kernel/debug/kmemleak out=$1
+	# objects younger than 5 s are never reported
+	sleep 6
+	echo scan >"$f" 2>/dev/null || { echo "kmemleak scan failed"; return 1; }
+	cat "$f" >"$out" 2>/dev/null
+	echo clear >"$f" 2>/dev/null
+	awk '
+		function done() { if (hdr != "" && ours) { n++; if (first == "") first = hdr } }
+		/^unreferenced object/ { done(); hdr = $0; ours = 0; next }
+		/knbd/ || /\[<ffffffffc[0-9a-f]+>\] 0xffffffffc/ { ours = 1 }
+		END {
+			done()
+			if (n) { printf "%d leak(s) through knbd, first: %s\n", n, first; exit 1 }
+		}' "$out"
+}

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Summarise one load-distribution scenario of test_balance.sh.
+
+Input: the CSV the test samples every 0.5 s from the members' configfs
+stats (t, load1..loadN, conns1..connsN; loads from knbd's load monitor, in
+weighted ops/s) and the fio JSON outputs of the clients.
+
+Prints one line of key=value pairs:
+  converged_s     first time after which every sample up to the end of the
+                  run has max/min <= --ratio (min > 0); "never" otherwise
+  final_ratio     max/min of the members' mean loads over the last 5 s
+                  ("inf" if a member carried nothing)
+  worst_stall_ms  the largest I/O latency fio saw on any client
+  fio_errors      fio's error codes summed over the clients
+  client_iops     each client's IOPS over the whole run, and client_ratio
+Writes an ASCII chart of the loads over time next to the CSV (.chart).
+"""
+import argparse
+import json
+import math
+import os
+
+
+def load_fio(path):
+    with open(path) as f:
+        t = f.read()
+    return json.loads(t[t.index("{"):])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", required=True)
+    ap.add_argument("--csv", required=True)
+    ap.add_argument("--fio", nargs="*", default=[])
+    ap.add_argument("--moves", default="?")
+    ap.add_argument("--run", type=float, required=True)
+    ap.add_argument("--ratio", type=float, default=1.5)
+    a = ap.parse_args()
+
+    rows = []
+    with open(a.csv) as f:
+        head = f.readline().split()
+        n = sum(1 for h in head if h.startswith("load"))
+        for line in f:
+            v = line.split()
+            if len(v) != 1 + 2 * n:
+                continue
+            try:
+                rows.append((float(v[0]), [float(x) for x in v[1:1 + n]],
+                             [int(x) for x in v[1 + n:]]))
+            except ValueError:
+                continue
+    # Only while every client runs: fio's start and end blur the picture.
+    win = [r for r in rows if r[0] <= a.run - 2]
+
+    def ratio(loads):
+        lo, hi = min(loads), max(loads)
+        if lo <= 0:
+            return math.inf
+        return hi / lo
+
+    converged = "never"
+    for i in range(len(win)):
+        if all(ratio(r[1]) <= a.ratio for r in win[i:]):
+            converged = "%.1f" % win[i][0]
+            break
+    last = [r for r in win if r[0] >= (win[-1][0] - 5 if win else 0)]
+    if last:
+        means = [sum(r[1][m] for r in last) / len(last) for m in range(n)]
+        fr = ratio(means)
+    else:
+        means, fr = [], math.inf
+    final = "inf" if math.isinf(fr) else "%.2f" % fr
+
+    errors, stall, iops = 0, 0.0, []
+    for p in a.fio:
+        try:
+            j = load_fio(p)
+        except (OSError, ValueError):
+            errors += 1
+            continue
+        for job in j["jobs"]:
+            errors += int(job.get("error", 0))
+            io = 0.0
+            for d in ("read", "write"):
+                s = job.get(d, {})
+                io += s.get("iops", 0.0)
+                stall = max(stall, s.get("lat_ns", {}).get("max", 0) / 1e6)
+            iops.append(io)
+    cr = "inf" if not iops or min(iops) <= 0 else "%.2f" % (max(iops) / min(iops))
+
+    print("mode=%s converged_s=%s final_ratio=%s worst_stall_ms=%.0f fio_errors=%d "
+          "moves=%s final_loads=%s final_conns=%s client_iops=%s client_ratio=%s" % (
+              a.mode, converged, final, stall, errors, a.moves,
+              "/".join("%.0f" % m for m in means),
+              "/".join(str(c) for c in (win[-1][2] if win else [])),
+              "/".join("%.0f" % x for x in iops), cr))
+
+    # Chart: one line per second, a bar per member scaled to the peak load.
+    peak = max([max(r[1]) for r in rows] + [1.0])
+    width = 22
+    out = ["%s: member load (weighted ops/s) over time, '|' = %.0f" % (a.mode, peak / width),
+           "   t  " + "".join(("m%d" % (m + 1)).ljust(width + 8) for m in range(n))]
+    sec = -1
+    for t, loads, conns in rows:
+        if int(t) == sec:
+            continue
+        sec = int(t)
+        cells = []
+        for m in range(n):
+            bar = "|" * int(round(loads[m] / peak * width))
+            cells.append(("%s %d" % (bar, loads[m])).ljust(width + 6) + "c%d" % conns[m])
+        out.append("%4ds  %s" % (sec, "".join(c.ljust(width + 8) for c in cells)))
+    chart = os.path.splitext(a.csv)[0] + ".chart"
+    with open(chart, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()
