@@ -4,6 +4,7 @@
 #
 # usage: scripts/vm-run.sh [--kernel PATH] [--kver VER] [--smp N] [--mem SIZE]
 #            [--timeout SECS] [--out DIR] [--append "extra cmdline"]
+#            [--net listen:PORT|connect:PORT [--mac MAC]] [--name NAME]
 #            -- GUEST_SCRIPT [ARGS...]
 #
 # In the guest, "bash GUEST_SCRIPT ARGS..." runs as root in the directory this
@@ -11,6 +12,8 @@
 #   PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 #   KNBD_OUT=/run/knbd-out   writable share = the --out DIR on the host
 #   KNBD_KVER=$(uname -r)    KNBD_VM=1
+#   KNBD_VM_NAME=NAME        (with --name)
+#   KNBD_NET_MAC=MAC         (with --net: the NIC's MAC address, to find it)
 # stdin is /dev/null; stdout/stderr go to the serial console, which is
 # streamed to this runner's stdout and saved (CRs stripped) in OUT/console.log.
 # Afterwards OUT holds: exit-status, dmesg.txt, console.log (and timed-out if
@@ -27,14 +30,28 @@
 # backtraces (sysrq l) to the console, saves dmesg.txt and powers off; the host
 # then allows it up to 10 s more. Otherwise the host kills QEMU at --timeout.
 #
-# Machine: q35, TCG (multi-threaded), no NIC, virtio-rng, 9p shares "hostroot"
+# Machine: q35, TCG (multi-threaded), no NIC unless --net, virtio-rng, 9p shares "hostroot"
 # (/, read-only, cache=loose in the guest) and "knbdout" (OUT). The kernel
 # cmdline is "console=ttyS0 quiet panic=-1 no_timer_check" + --append; a panic
 # reboots, which ends QEMU (-no-reboot). The console log level is raised to 7
 # before the script runs, so kernel WARN/BUG/oops and pr_info lines show up.
 #
+# Network (--net): one virtio-net NIC on a QEMU socket netdev, a point-to-point
+# Ethernet link between two VMs over a TCP connection on the host's loopback:
+# "listen:PORT" listens on 127.0.0.1:PORT, "connect:PORT" connects to it (this
+# runner waits up to 60 s for the listener, so start the listening VM first;
+# frames sent before the other side is there are lost). The MAC is --mac, by
+# default 52:54:00:PP:PP:01 (listen) or :02 (connect), PP:PP the port in hex,
+# so the two ends differ. The guest has virtio_net loaded (from the initramfs)
+# but configures nothing: no address, link down; the kernel names the NIC
+# (eth0 without udev), so find it by $KNBD_NET_MAC. Only 127.0.0.1 is used on
+# the host; the guest side is whatever the guest script makes of it.
+# --name NAME: QEMU's -name knbd-vm-NAME, "vm-run[NAME]:" messages and a
+# "[NAME] " prefix on the streamed console lines (not in console.log), for
+# running two VMs side by side.
+#
 # Cache (${KNBD_CACHE:-/var/cache/knbd}): initramfs-VER.cpio.gz (busybox-static,
-# scripts/vm/init, the virtio/9p/overlay/configfs modules of VER) and the
+# scripts/vm/init, the virtio/9p/virtio-net/overlay/configfs modules of VER) and the
 # uncompressed vmlinux extracted from the bzImage, which QEMU boots through the
 # PVH entry (skips ~10 s of in-guest xz decompression under TCG; note: no
 # KASLR then). Both are rebuilt automatically when their inputs change.
@@ -47,7 +64,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 init_src=$here/vm/init
 
 usage() {
-	sed -n '5,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+	sed -n '5,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 msg() { echo "$prog: $*" >&2; }
@@ -56,7 +73,7 @@ die() {
 	exit 2
 }
 
-kernel='' kver='' smp=2 mem=2G timeout=600 out='' append=''
+kernel='' kver='' smp=2 mem=2G timeout=600 out='' append='' net='' mac='' name=''
 while [ $# -gt 0 ]; do
 	case $1 in
 	--kernel) kernel=${2:?}; shift 2 ;;
@@ -66,7 +83,11 @@ while [ $# -gt 0 ]; do
 	--timeout) timeout=${2:?}; shift 2 ;;
 	--out) out=${2:?}; shift 2 ;;
 	--append) append=${2?}; shift 2 ;;
-	--kernel=* | --kver=* | --smp=* | --mem=* | --timeout=* | --out=* | --append=*)
+	--net) net=${2:?}; shift 2 ;;
+	--mac) mac=${2:?}; shift 2 ;;
+	--name) name=${2:?}; shift 2 ;;
+	--kernel=* | --kver=* | --smp=* | --mem=* | --timeout=* | --out=* | --append=* | \
+		--net=* | --mac=* | --name=*)
 		set -- "${1%%=*}" "${1#*=}" "${@:2}" ;;
 	--) shift; break ;;
 	-h | --help) usage ;;
@@ -77,6 +98,25 @@ done
 [[ $smp =~ ^[1-9][0-9]*$ ]] || die "--smp must be a positive integer"
 [[ $timeout =~ ^[1-9][0-9]*$ ]] || die "--timeout must be a positive integer (seconds)"
 [[ $mem =~ ^[1-9][0-9]*[KMGT]?$ ]] || die "--mem must look like 2G or 2048M"
+if [ -n "$name" ]; then
+	[[ $name =~ ^[A-Za-z0-9_.-]+$ ]] || die "--name may only use letters, digits, '_', '.', '-'"
+	prog="vm-run[$name]"
+fi
+net_mode='' net_port=''
+if [ -n "$net" ]; then
+	if ! [[ $net =~ ^(listen|connect):([1-9][0-9]{0,4})$ ]] || ((BASH_REMATCH[2] > 65535)); then
+		die "--net must be listen:PORT or connect:PORT (1..65535, on 127.0.0.1)"
+	fi
+	net_mode=${BASH_REMATCH[1]} net_port=${BASH_REMATCH[2]}
+	if [ -z "$mac" ]; then
+		mac=$(printf '52:54:00:%02x:%02x:%02x' $((net_port >> 8)) $((net_port & 255)) \
+			"$([ "$net_mode" = listen ] && echo 1 || echo 2)")
+	fi
+	mac=${mac,,}
+	[[ $mac =~ ^[0-9a-f][02468ace](:[0-9a-f]{2}){5}$ ]] || die "--mac must be a unicast MAC like 52:54:00:12:34:56"
+elif [ -n "$mac" ]; then
+	die "--mac needs --net"
+fi
 
 qemu=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 not found (run scripts/deps.sh)"
 busybox=/bin/busybox
@@ -133,7 +173,7 @@ initrd=$cache/initramfs-$kver.cpio.gz
 modules=()
 if [ -d "/lib/modules/$kver" ]; then
 	mapfile -t modules < <(modprobe -a -S "$kver" --show-depends \
-		virtio_pci 9pnet_virtio 9p virtio_rng overlay configfs 2>/dev/null |
+		virtio_pci 9pnet_virtio 9p virtio_rng virtio_net overlay configfs 2>/dev/null |
 		awk '$1 == "insmod" && !seen[$2]++ { print $2 }')
 fi
 
@@ -244,6 +284,8 @@ fi
 cwd=$(pwd -P)
 {
 	echo "# generated by scripts/vm-run.sh"
+	[ -z "$name" ] || printf 'export KNBD_VM_NAME=%q\n' "$name"
+	[ -z "$net" ] || printf 'export KNBD_NET_MAC=%q\n' "$mac"
 	printf 'cd -- %q || { echo "vm-run (guest): cannot cd to %q" >&2; exit 126; }\n' "$cwd" "$cwd"
 	printf 'exec bash --'
 	printf ' %q' "$@"
@@ -292,18 +334,43 @@ trap cleanup EXIT
 trap 'msg "interrupted"; exit 130' INT
 trap 'msg "terminated"; exit 143' TERM HUP
 
+# --net: one virtio-net NIC on a socket netdev (127.0.0.1 only). QEMU's
+# connect= fails at once without a listener: wait for it (without connecting:
+# the listening QEMU takes the first connection as its peer).
+net_args=()
+if [ -n "$net" ]; then
+	net_args=(-netdev "socket,id=n0,$net_mode=127.0.0.1:$net_port"
+		-device "virtio-net-pci,netdev=n0,mac=$mac")
+	if [ "$net_mode" = connect ] && command -v ss >/dev/null; then
+		for ((i = 0; i < 300; i++)); do
+			ss -Hltn "sport = :$net_port" 2>/dev/null | grep -q "127\.0\.0\.1:$net_port\b" && break
+			sleep 0.2
+		done
+		((i < 300)) || msg "warning: nothing listens on 127.0.0.1:$net_port after 60 s; QEMU will likely fail to connect"
+	fi
+	msg "NIC: virtio-net $mac, socket $net_mode 127.0.0.1:$net_port"
+fi
+
 # console -> (strip CR) -> console.log + our stdout, live
-# (also drop the firmware's terminal reset/clear sequences)
-(sed -u 's/\r$//; s/\x1bc//g; s/\x1b\[?7l//g; s/\x1b\[2J//g; s/\x1b\[0m//g' | tee -p "$out/console.log") <"$fifo" &
+# (also drop the firmware's terminal reset/clear sequences; with --name, the
+# streamed lines get a "[NAME] " prefix, console.log does not)
+console_filter() {
+	sed -u 's/\r$//; s/\x1bc//g; s/\x1b\[?7l//g; s/\x1b\[2J//g; s/\x1b\[0m//g' | tee -p "$out/console.log"
+}
+if [ -n "$name" ]; then
+	(console_filter | sed -u "s/^/[$name] /") <"$fifo" &
+else
+	console_filter <"$fifo" &
+fi
 tpid=$!
 
 # KNBD_QEMU_ARGS: extra QEMU arguments (split on whitespace), for experiments
 read -ra qemu_extra <<<"${KNBD_QEMU_ARGS:-}"
 cmdline="console=ttyS0 quiet panic=-1 no_timer_check${append:+ $append}"
 start=$SECONDS
-"$qemu" -name "knbd-vm" \
+"$qemu" -name "knbd-vm${name:+-$name}" \
 	-machine q35 -accel tcg,thread=multi -smp "$smp" -m "$mem" \
-	-nographic -no-reboot -nic none \
+	-nographic -no-reboot -nic none "${net_args[@]}" \
 	-kernel "$boot_kernel" -initrd "$initrd" -append "$cmdline" \
 	-object rng-random,id=rng0,filename=/dev/urandom \
 	-device virtio-rng-pci,rng=rng0 \
