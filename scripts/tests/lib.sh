@@ -504,6 +504,12 @@ knbd_force_cleanup() {
 		fi
 	done
 	knbd_unconfig
+	# an IPVS service on the knbd scheduler pins ip_vs_knbd, which pins knbd
+	if [ -d /sys/module/ip_vs_knbd ]; then
+		ipvsadm -C 2>/dev/null
+		with_timeout 30 rmmod ip_vs_knbd 2>/dev/null
+	fi
+	pkill -f tools/knbd-reconnect 2>/dev/null
 	if knbd_loaded; then
 		with_timeout 60 rmmod knbd 2>/dev/null || log "force_cleanup: rmmod knbd failed"
 	fi
