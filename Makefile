@@ -6,13 +6,14 @@
 #   make demo            install deps, boot a VM, serve a volume, run fio
 #   make check           install deps, run every test (CI runs this)
 #   make C=1             build with sparse
+#   make tools           build tools/knbd-reconnect (userspace reconnect helper for nbd.ko)
 
 DEBIAN_KVER ?= $(shell ls -1 /lib/modules 2>/dev/null | while read v; do \
 	[ -e /lib/modules/$$v/build/Makefile ] && echo $$v; done | sort -V | tail -1)
 KDIR ?= /lib/modules/$(DEBIAN_KVER)/build
 PWD := $(shell pwd)
 
-.PHONY: all modules clean deps demo check check-static check-kunit check-vm check-debug bench help
+.PHONY: all modules clean deps demo check check-static check-kunit check-vm check-debug bench help tools
 
 all: modules
 
@@ -23,6 +24,10 @@ modules:
 clean:
 	$(MAKE) -C $(KDIR) M=$(PWD) clean 2>/dev/null || true
 	rm -f knbd.ko
+	$(MAKE) -C tools clean
+
+tools:
+	$(MAKE) -C tools
 
 deps:
 	scripts/deps.sh
@@ -46,4 +51,4 @@ check-debug:
 	scripts/check.sh debug
 
 help:
-	@sed -n '3,10p' Makefile
+	@sed -n '3,11p' Makefile

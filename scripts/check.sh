@@ -1,7 +1,7 @@
 #!/bin/bash
 # knbd test runner: `make check` (and CI, through .ci/run) calls this.
 #
-# usage: scripts/check.sh [STAGE...]     stages: static kunit vm debug (default: all but debug,
+# usage: scripts/check.sh [STAGE...]     stages: static kunit vm twovm debug (default: all but debug,
 #                                        plus debug when KNBD_CHECK_DEBUG=1)
 #
 # Every stage prints one line per test, "PASS: name" or "FAIL: name: why"; this script counts
@@ -20,7 +20,7 @@ RESULTS=$LOGDIR/results.txt
 
 stages=("$@")
 if [ ${#stages[@]} -eq 0 ]; then
-	stages=(static kunit vm)
+	stages=(static kunit vm twovm)
 	[ "${KNBD_CHECK_DEBUG:-0}" = 1 ] && stages+=(debug)
 fi
 
@@ -36,12 +36,18 @@ if ! scripts/deps.sh; then
 	fail deps "scripts/deps.sh failed"
 fi
 
-step "build knbd.ko"
-if make -s modules >"$LOGDIR/build.log" 2>&1 && [ -f knbd.ko ]; then
+step "build knbd.ko, ip_vs_knbd.ko, tools"
+if make -s modules >"$LOGDIR/build.log" 2>&1 && [ -f knbd.ko ] && [ -f ip_vs_knbd.ko ]; then
 	pass build
 else
 	tail -30 "$LOGDIR/build.log"
 	fail build "make failed, see $LOGDIR/build.log"
+fi
+if make -s tools >"$LOGDIR/build-tools.log" 2>&1 && [ -x tools/knbd-reconnect ]; then
+	pass build.tools
+else
+	tail -30 "$LOGDIR/build-tools.log"
+	fail build.tools "make tools failed, see $LOGDIR/build-tools.log"
 fi
 
 # checkpatch.pl and its data files come from the linux-source tarball (once, cached).
@@ -117,7 +123,8 @@ run_vm_suite() {
 	rm -rf "$out"
 	mkdir -p "$out"
 	scripts/vm-run.sh --smp 4 --mem 3G --timeout "${KNBD_VM_TIMEOUT:-4200}" --out "$out" "$@" \
-		-- scripts/tests/guest-main.sh --limit "${KNBD_TEST_LIMIT:-1200}" >"$LOGDIR/vm-$label.log" 2>&1
+		-- scripts/tests/guest-main.sh --limit "${KNBD_TEST_LIMIT:-1200}" ${KNBD_VM_TESTS:-} \
+		>"$LOGDIR/vm-$label.log" 2>&1
 	rc=$?
 	grep -a -E '^(PASS|FAIL): ' "$out/results.txt" 2>/dev/null | sed "s/^\(PASS\|FAIL\): /\1: $label./" |
 		tee -a "$RESULTS"
@@ -130,6 +137,20 @@ run_vm_suite() {
 stage_vm() {
 	step "integration tests in a VM (Debian kernel)"
 	run_vm_suite vm
+}
+
+# Two VMs, one member each, joined by a QEMU socket network on 127.0.0.1.
+stage_twovm() {
+	local rc
+	step "two VMs over a socket network"
+	scripts/tests/two-vm.sh --out "$LOGDIR/two-vm" >"$LOGDIR/two-vm.log" 2>&1
+	rc=$?
+	collect "$LOGDIR/two-vm.log"
+	tail -1 "$LOGDIR/two-vm.log"
+	if [ $rc -ne 0 ] && ! grep -q '^FAIL: ' "$LOGDIR/two-vm.log"; then
+		tail -30 "$LOGDIR/two-vm.log"
+		fail two-vm.run "scripts/tests/two-vm.sh exited $rc"
+	fi
 }
 
 stage_debug() {
@@ -153,13 +174,16 @@ stage_debug() {
 		fail debug.module-build "see $LOGDIR/debug-module.log"
 		return
 	fi
+	# The scenarios that exercise the most code paths and error paths, not all of them:
+	# under KASAN + lockdep + kmemleak TCG is several times slower.
+	KNBD_VM_TESTS=${KNBD_DEBUG_TESTS:-"proto configfs unload group"} \
 	KNBD_MODULE=$CACHE/knbd-debug-build/knbd.ko KNBD_VM_TIMEOUT=${KNBD_DEBUG_VM_TIMEOUT:-3000} \
 		run_vm_suite debug --kernel "$kernel" --append "knbd.module=$CACHE/knbd-debug-build/knbd.ko"
 }
 
 for s in "${stages[@]}"; do
 	case $s in
-	static | kunit | vm | debug) "stage_$s" ;;
+	static | kunit | vm | twovm | debug) "stage_$s" ;;
 	*) fail "check.$s" "unknown stage" ;;
 	esac
 done

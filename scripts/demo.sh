@@ -21,13 +21,14 @@ die() {
 step "1/4 installing dependencies (apt-get, only what is missing)"
 scripts/deps.sh --run-only || die "dependency installation failed (is apt reachable?)"
 
-step "2/4 building knbd.ko against the Debian kernel headers"
-make -s modules >"$OUT/build.log" 2>&1 || { tail -20 "$OUT/build.log"; die "module build failed, see $OUT/build.log"; }
+step "2/4 building knbd.ko, ip_vs_knbd.ko (against the Debian kernel headers) and tools/knbd-reconnect"
+{ make -s modules && make -s tools; } >"$OUT/build.log" 2>&1 ||
+	{ tail -20 "$OUT/build.log"; die "build failed, see $OUT/build.log"; }
 
 step "3/4 booting a VM (QEMU TCG, Debian kernel) and running the demo inside"
 echo "RUNTIME=${KNBD_DEMO_RUNTIME:-10}" >"$OUT/demo.env"
 set +e
-scripts/vm-run.sh --smp 2 --mem 2G --timeout 900 --out "$OUT/vm" -- scripts/demo/guest.sh "$OUT/demo.env" \
+scripts/vm-run.sh --smp 2 --mem 2G --timeout 1500 --out "$OUT/vm" -- scripts/demo/guest.sh "$OUT/demo.env" \
 	>"$OUT/vm.log" 2>&1 &
 vm=$!
 # Relay the guest's progress lines while it runs.

@@ -217,7 +217,7 @@ bool knbd_load_fresh(unsigned long now, unsigned long at, unsigned long tick);
 #define KNBD_CM_DEFAULT_THRESHOLD_PCT	130
 #define KNBD_CM_DEFAULT_CLEAR_PCT	110
 #define KNBD_CM_DEFAULT_HOLD_MS		1000
-#define KNBD_CM_DEFAULT_INTERVAL_MS	600
+#define KNBD_CM_DEFAULT_INTERVAL_MS	1500
 #define KNBD_CM_DEFAULT_MIN_LOAD	20000	/* milli: 20 weighted ops/s */
 #define KNBD_CM_MAX_PCT			1000
 #define KNBD_CM_MAX_MS			600000

@@ -171,6 +171,21 @@ step "detaching and tearing down"
 nbd-client -d /dev/nbd1 >/dev/null
 group_cleanup
 trap - EXIT
+
+# ---- part 3: load distribution ----
+brc=0
+step "balancing: 3 clients (nbd-client -C 2) all start on m1; the connection manager moves"
+step "  connections, knbd-reconnect brings them back through the group address 192.0.2.100"
+step "  (IPVS, ip_vs_knbd scheduler) to the least loaded member; fio crc32c verify on every client"
+KNBD_OUT=$KNBD_OUT/balance KNBD_BALANCE_ONLY=knbd KNBD_BALANCE_RUN=$((RUNTIME > 20 ? RUNTIME : 20)) \
+	bash scripts/tests/test_balance.sh >"$KNBD_OUT/balance.log" 2>&1 || brc=$?
+{
+	echo
+	echo "load distribution (3 members, 3 clients x 2 connections starting on m1):"
+	sed 's/^/  /' "$KNBD_OUT/balance/balance-knbd.summary" 2>/dev/null || echo "  (no summary)"
+	sed 's/^/  /' "$KNBD_OUT/balance/balance-knbd.chart" 2>/dev/null
+} >>"$KNBD_OUT/summary.txt"
+[ "$brc" = 0 ] || die "the balancing scenario failed (see balance.log: $(grep -a '^FAIL' "$KNBD_OUT/balance.log" | head -n 2))"
 if dmesg | grep -E 'BUG:|WARNING:|Oops|KASAN' >/dev/null; then
 	die "kernel reported a problem (see dmesg.txt)"
 fi

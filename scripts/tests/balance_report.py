@@ -6,8 +6,9 @@ stats (t, load1..loadN, conns1..connsN; loads from knbd's load monitor, in
 weighted ops/s) and the fio JSON outputs of the clients.
 
 Prints one line of key=value pairs:
-  converged_s     first time after which every sample up to the end of the
-                  run has max/min <= --ratio (min > 0); "never" otherwise
+  converged_s     seconds from the first load to the point after which the
+                  members' loads (mean over --smooth s) keep max/min <= --ratio
+                  (min > 0) until the end of the run; "never" otherwise
   final_ratio     max/min of the members' mean loads over the last 5 s
                   ("inf" if a member carried nothing)
   worst_stall_ms  the largest I/O latency fio saw on any client
@@ -35,6 +36,8 @@ def main():
     ap.add_argument("--moves", default="?")
     ap.add_argument("--run", type=float, required=True)
     ap.add_argument("--ratio", type=float, default=1.5)
+    ap.add_argument("--smooth", type=float, default=2.0)
+    ap.add_argument("--min-load", type=float, default=5.0)
     a = ap.parse_args()
 
     rows = []
@@ -50,8 +53,10 @@ def main():
                              [int(x) for x in v[1 + n:]]))
             except ValueError:
                 continue
-    # Only while every client runs: fio's start and end blur the picture.
-    win = [r for r in rows if r[0] <= a.run - 2]
+    # The run starts when load first shows (fio takes seconds to get going
+    # under TCG) and lasts --run seconds; its last 2 s blur as clients stop.
+    start = next((r[0] for r in rows if sum(r[1]) >= a.min_load), None)
+    win = [] if start is None else [r for r in rows if start <= r[0] <= start + a.run - 2]
 
     def ratio(loads):
         lo, hi = min(loads), max(loads)
@@ -59,10 +64,18 @@ def main():
             return math.inf
         return hi / lo
 
+    # The monitor's figures, averaged over --smooth seconds: single samples
+    # swing with the host's own load (TCG), a member's level does not.
+    def smooth(i):
+        t = win[i][0]
+        pts = [r[1] for r in win[:i + 1] if r[0] > t - a.smooth]
+        return [sum(p[m] for p in pts) / len(pts) for m in range(n)]
+
+    sm = [smooth(i) for i in range(len(win))]
     converged = "never"
     for i in range(len(win)):
-        if all(ratio(r[1]) <= a.ratio for r in win[i:]):
-            converged = "%.1f" % win[i][0]
+        if all(ratio(x) <= a.ratio for x in sm[i:]):
+            converged = "%.1f" % (win[i][0] - start)
             break
     last = [r for r in win if r[0] >= (win[-1][0] - 5 if win else 0)]
     if last:
@@ -79,14 +92,14 @@ def main():
         except (OSError, ValueError):
             errors += 1
             continue
+        io = 0.0  # a client = one fio output, whatever its number of jobs
         for job in j["jobs"]:
             errors += int(job.get("error", 0))
-            io = 0.0
             for d in ("read", "write"):
                 s = job.get(d, {})
                 io += s.get("iops", 0.0)
                 stall = max(stall, s.get("lat_ns", {}).get("max", 0) / 1e6)
-            iops.append(io)
+        iops.append(io)
     cr = "inf" if not iops or min(iops) <= 0 else "%.2f" % (max(iops) / min(iops))
 
     print("mode=%s converged_s=%s final_ratio=%s worst_stall_ms=%.0f fio_errors=%d "

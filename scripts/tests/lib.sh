@@ -132,7 +132,8 @@ dmesg_has_since() {
 # process start-up is expensive in the TCG guest
 _nap() {
 	if [ -z "${_KNBD_NAP_FD:-}" ]; then
-		exec {_KNBD_NAP_FD}<> <(:) 2>/dev/null || _KNBD_NAP_FD=none
+		# braces: a redirection on exec itself would apply to the shell for good
+		{ exec {_KNBD_NAP_FD}<> <(:); } 2>/dev/null || _KNBD_NAP_FD=none
 	fi
 	if [ "$_KNBD_NAP_FD" != none ]; then
 		read -r -t "$1" -u "$_KNBD_NAP_FD" _ 2>/dev/null
@@ -184,6 +185,14 @@ with_timeout() {
 }
 
 pid_gone() { ! kill -0 "$1" 2>/dev/null; }
+
+# wait_until_sh SECS 'SHELL CONDITION': like wait_until, the condition
+# re-evaluated (with its $(...) expansions) at every poll
+wait_until_sh() {
+	local secs=$1
+	shift
+	wait_until "$secs" eval "$1"
+}
 
 # wait_until SECS CMD...: poll CMD (every 0.2 s) until it succeeds; 1 on timeout
 wait_until() {

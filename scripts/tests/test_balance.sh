@@ -6,7 +6,7 @@
 #   balance_admin_drain       "echo ID > drain" under fio: the connection
 #                             goes, fio (crc32c verify) sees no error, the
 #                             client goes on with its other connection
-#   balance_knbd              skewed start (3 clients x 2 connections, all on
+#   balance_knbd              skewed start (3 clients x 2 connections x 2 fio jobs, all on
 #                             m1), reconnects through the group address with
 #                             the ip_vs_knbd scheduler: loads converge
 #                             (max/min <= 1.5) within 10 s, fio verify clean
@@ -30,7 +30,7 @@ SIZE=$((192 << 20))
 EXT=$((1 << 20))
 NCLI=3			# clients (nbd devices), each with CONNS connections
 CONNS=2
-RUN=${KNBD_BALANCE_RUN:-30}	# seconds of fio per scenario
+RUN=${KNBD_BALANCE_RUN:-40}	# seconds of fio per scenario
 RECONNECT=$KNBD_REPO/tools/knbd-reconnect
 PIDS=()
 UP=0
@@ -54,8 +54,6 @@ setup() {
 
 need_up() { [ "$UP" = 1 ] || { why "group not set up"; return 1; }; }
 
-# node_field I KEY: a value from member I's stats ("node ... load X connections Y")
-node_line() { head -n 1 "$KNBD_CFS/nodes/m$1/stats" 2>/dev/null; }
 
 chk_config() {
 	need_up || return 1
@@ -91,7 +89,11 @@ conn_gone() { ! grep -q "^$2 " "$KNBD_CFS/nodes/m$1/clients"; }
 
 chk_admin_drain() {
 	need_up || return 1
-	local out=$KNBD_OUT/fio-balance-drain.json id n0 n1 rc mark
+	local out=$KNBD_OUT/fio-balance-drain.json id n0 n1 rc mark i
+	# only the admin moves connections here
+	for ((i = 1; i <= GRP_N; i++)); do
+		cfs_set "$KNBD_CFS/nodes/m$i/balance" 0 || return 1
+	done
 	grp_attach /dev/nbd0 1 "$VOL" 2 || return 1
 	wait_until 10 n_conns_is 1 2 || { why "want 2 connections on m1, have $(conn_ids 1 | wc -l)"; return 1; }
 	mark=$(kmsg_mark balance-drain)
@@ -124,7 +126,7 @@ atomic_drains() { sed -n 's/.* admin_drains \([0-9]*\).*/\1/p' "$KNBD_CFS/nodes/
 
 # scenario MODE SCHED BALANCE: NCLI clients start on m1; RUN s of fio
 scenario() {
-	local mode=$1 sched=$2 bal=$3 i k csv=$KNBD_OUT/balance-$mode.csv t0 fpids=() rpids=()
+	local mode=$1 sched=$2 bal=$3 i k csv=$KNBD_OUT/balance-$mode.csv fpids=() rpids=()
 	need_up || return 1
 	[ -x "$RECONNECT" ] || { why "$RECONNECT missing (make tools)"; return 1; }
 	for ((i = 1; i <= GRP_N; i++)); do
@@ -133,15 +135,17 @@ scenario() {
 	ipvs_up "$sched" || return 1
 	for ((k = 0; k < NCLI; k++)); do
 		grp_attach "/dev/nbd$k" 1 "$VOL" "$CONNS" || return 1
-		"$RECONNECT" -d "/dev/nbd$k" -H "$IPVS_VIP" -p "$GRP_PORT" -N "$VOL" \
+		"$RECONNECT" -d "/dev/nbd$k" -H "$IPVS_VIP" -p "$GRP_PORT" -N "$VOL" -D 30 \
 			>"$KNBD_OUT/reconnect-$mode-nbd$k.log" 2>&1 &
 		rpids+=($!)
 		PIDS+=($!)
 	done
-	t0=$(date +%s.%N)
 	for ((k = 0; k < NCLI; k++)); do
-		fio --name="c$k" --filename="/dev/nbd$k" --rw=randwrite --bs=4k --iodepth=8 \
-			--ioengine=libaio --direct=1 --offset=$((k * SIZE / NCLI)) --size=$((SIZE / NCLI)) \
+		# two jobs per client, so both of its connections (one per CPU
+		# group in nbd.ko) carry load; each job owns its region
+		fio --name="c$k" --filename="/dev/nbd$k" --rw=randwrite --bs=4k --iodepth=4 \
+			--numjobs=2 --ioengine=libaio --direct=1 --offset=$((k * SIZE / NCLI)) \
+			--size=$((SIZE / NCLI / 2)) --offset_increment=$((SIZE / NCLI / 2)) \
 			--verify=crc32c --verify_backlog=128 --verify_fatal=1 --time_based \
 			--runtime="$RUN" --output-format=json \
 			--output="$KNBD_OUT/fio-balance-$mode-$k.json" >/dev/null 2>&1 &
@@ -149,25 +153,20 @@ scenario() {
 		PIDS+=($!)
 	done
 	# load monitor figures every 0.5 s: t, load m1..m3, connections m1..m3
-	echo "t load1 load2 load3 conns1 conns2 conns3" >"$csv"
-	local end=$((SECONDS + RUN + 5))
-	while [ $SECONDS -lt $end ] && ! all_gone "${fpids[@]}"; do
-		local line="" l c ls=() cs=()
-		for ((i = 1; i <= GRP_N; i++)); do
-			read -r _ _ _ l _ c _ < <(node_line "$i")
-			ls+=("${l:-0}")
-			cs+=("${c:-0}")
-		done
-		printf '%s %s %s\n' "$(echo "$(date +%s.%N) - $t0" | bc)" "${ls[*]}" "${cs[*]}" >>"$csv"
-		sleep 0.5
-	done
+	local nodes=() spid
+	for ((i = 1; i <= GRP_N; i++)); do nodes+=("$KNBD_CFS/nodes/m$i"); done
+	python3 "$here/balance_sampler.py" "$csv" 0.5 "${nodes[@]}" &
+	spid=$!
+	PIDS+=($spid)
 	local rc=0 frc
 	for k in "${!fpids[@]}"; do
-		with_timeout 120 tail --pid="${fpids[$k]}" -f /dev/null
+		with_timeout $((RUN + 120)) tail --pid="${fpids[$k]}" -f /dev/null
 		wait "${fpids[$k]}"
 		frc=$?
 		[ "$frc" = 0 ] || { log "fio c$k exit $frc"; rc=1; }
 	done
+	kill "$spid" 2>/dev/null
+	wait "$spid" 2>/dev/null
 	for k in "${rpids[@]}"; do kill "$k" 2>/dev/null; done
 	local moves=0
 	for ((i = 1; i <= GRP_N; i++)); do
@@ -178,16 +177,12 @@ scenario() {
 	BAL_RESULT=$(python3 "$here/balance_report.py" --mode "$mode" --csv "$csv" \
 		--fio "$KNBD_OUT"/fio-balance-"$mode"-*.json --moves "$moves" --run "$RUN")
 	log "$BAL_RESULT"
+	echo "$BAL_RESULT" >"$KNBD_OUT/balance-$mode.summary"
 	cat "$KNBD_OUT/balance-$mode.chart" >&2 2>/dev/null
 	[ "$rc" = 0 ] || { why "fio failed (see $KNBD_OUT/fio-balance-$mode-*.json)"; return 1; }
 	return 0
 }
 
-all_gone() {
-	local p
-	for p; do kill -0 "$p" 2>/dev/null && return 1; done
-	return 0
-}
 
 # field NAME: a key=value of the last scenario's summary
 field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$BAL_RESULT"; }
@@ -221,8 +216,15 @@ chk_off() {
 		{ why "loads not skewed with the manager off (max/min $ratio)"; return 1; }
 }
 
-GRP_NBD_TIMEOUT=10
+# nbd.ko retries a request left unanswered by a drain after this (the worst stall)
+GRP_NBD_TIMEOUT=5
 t_run balance_setup setup
+# KNBD_BALANCE_ONLY=knbd: just that scenario (make demo)
+if [ -n "${KNBD_BALANCE_ONLY:-}" ]; then
+	t_run "balance_$KNBD_BALANCE_ONLY" chk_converge "$KNBD_BALANCE_ONLY" "$KNBD_BALANCE_ONLY"
+	t_done
+	exit
+fi
 t_run balance_config chk_config
 t_run balance_admin_drain chk_admin_drain
 t_run balance_knbd chk_converge knbd knbd

@@ -367,11 +367,11 @@ chk_vol_disable_closes_clients() {
 	probe_hold "$KNBD_TMP/h2.txt" v2 60 || return 1
 	local p2=$PROBE_PID
 	PIDS+=("$p2")
-	wait_until 10 test "$(clients_count c1)" -ge 2 || { why "clients lists $(clients_count c1) connections, want 2"; return 1; }
+	wait_until_sh 10 '[ "$(clients_count c1)" -ge 2 ]' || { why "clients lists $(clients_count c1) connections, want 2"; return 1; }
 	cfs_set "$(knbd_vol_dir c1 v1)/enable" 0 || return 1
 	probe_closed "$KNBD_TMP/h1.txt" "$p1" 10 || { why "client of the disabled volume not closed: $(cat "$KNBD_TMP/h1.txt")"; return 1; }
 	grep -q CLOSED "$KNBD_TMP/h2.txt" && { why "client of the other volume was closed too"; return 1; }
-	wait_until 10 test "$(clients_count c1 v1)" -eq 0 || { why "clients still lists v1 connections"; return 1; }
+	wait_until_sh 10 '[ "$(clients_count c1 v1)" -eq 0 ]' || { why "clients still lists v1 connections"; return 1; }
 	# rmdir of a volume with a client closes it too
 	rmdir "$(knbd_vol_dir c1 v2)" || { why "rmdir v2 with a client failed"; return 1; }
 	probe_closed "$KNBD_TMP/h2.txt" "$p2" 10 || { why "client of the removed volume not closed: $(cat "$KNBD_TMP/h2.txt")"; return 1; }
@@ -388,7 +388,7 @@ chk_rmdir_vol_under_nbd_client() {
 	dd if=/dev/urandom of=/dev/nbd0 bs=64k count=16 oflag=direct status=none || { why "initial write failed"; return 1; }
 	with_timeout 30 rmdir "$(knbd_vol_dir c1 r)" || { why "rmdir of a volume with nbd-client attached failed/hung"; return 1; }
 	[ ! -d "$(knbd_vol_dir c1 r)" ] || { why "volume dir still there"; return 1; }
-	wait_until 10 test "$(clients_count c1 r)" -eq 0 || { why "clients still lists r"; return 1; }
+	wait_until_sh 10 '[ "$(clients_count c1 r)" -eq 0 ]' || { why "clients still lists r"; return 1; }
 	# I/O now fails (no hang beyond the bounded wait)
 	local rc=0
 	with_timeout 90 dd if=/dev/nbd0 of=/dev/null bs=4k count=1 skip=100 iflag=direct status=none 2>/dev/null || rc=$?
@@ -400,13 +400,13 @@ chk_rmdir_vol_under_nbd_client() {
 chk_node_disable_closes_clients() {
 	ensure_base || return 1
 	nbd_attach /dev/nbd1 v1 2 "$PORT" -t 10 || return 1
-	wait_until 10 test "$(clients_count c1 v1)" -eq 2 || { why "clients lists $(clients_count c1 v1) v1 connections, want 2"; return 1; }
+	wait_until_sh 10 '[ "$(clients_count c1 v1)" -eq 2 ]' || { why "clients lists $(clients_count c1 v1) v1 connections, want 2"; return 1; }
 	python3 "$KNBD_TESTS_DIR/nbd_probe.py" hold-handshake 127.0.0.1 "$PORT" 60 >"$KNBD_TMP/hh.txt" 2>&1 &
 	local hp=$!
 	PIDS+=("$hp")
 	wait_until 20 grep -q READY "$KNBD_TMP/hh.txt" || { why "handshake-phase client not ready: $(cat "$KNBD_TMP/hh.txt")"; return 1; }
 	knbd_node_disable c1 || return 1
-	wait_until 10 test "$(clients_count c1)" -eq 0 || { why "clients not empty after node disable: $(cat "$(knbd_node_dir c1)/clients")"; return 1; }
+	wait_until_sh 10 '[ "$(clients_count c1)" -eq 0 ]' || { why "clients not empty after node disable: $(cat "$(knbd_node_dir c1)/clients")"; return 1; }
 	probe_closed "$KNBD_TMP/hh.txt" "$hp" 10 || { why "handshake-phase connection not closed by node disable"; return 1; }
 	local rc=0
 	with_timeout 90 dd if=/dev/nbd1 of=/dev/null bs=4k count=1 skip=7 iflag=direct status=none 2>/dev/null || rc=$?

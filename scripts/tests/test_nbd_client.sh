@@ -43,7 +43,7 @@ chk_attach_multiconn() {
 	nbd_attach "$DEV" v 4 "$PORT" -t 30 || return 1
 	local bytes=$(($(nbd_size "$DEV") * 512))
 	[ "$bytes" -eq "$SIZE" ] || { why "$DEV is $bytes bytes, want $SIZE"; return 1; }
-	if ! wait_until 10 test "$(clients_count "$N" v)" -eq 4; then
+	if ! wait_until_sh 10 '[ "$(clients_count "$N" v)" -eq 4 ]'; then
 		why "clients shows $(clients_count "$N" v) connections for v, want 4: $(tr '\n' '|' <"$(knbd_node_dir "$N")/clients")"
 		return 1
 	fi
@@ -68,7 +68,7 @@ chk_fio_verify() {
 
 chk_readback_after_reattach() {
 	nbd_detach "$DEV" || return 1
-	wait_until 10 test "$(clients_count "$N" v)" -eq 0 ||
+	wait_until_sh 10 '[ "$(clients_count "$N" v)" -eq 0 ]' ||
 		{ why "clients still lists $(clients_count "$N" v) connections after detach"; return 1; }
 	nbd_attach "$DEV" v 2 "$PORT" -t 30 || return 1
 	# device content (no page cache: direct I/O) == backing file
@@ -110,7 +110,7 @@ chk_discard() {
 
 chk_detach_clients_gone() {
 	nbd_detach "$DEV" || return 1
-	wait_until 10 test "$(clients_count "$N" v)" -eq 0 ||
+	wait_until_sh 10 '[ "$(clients_count "$N" v)" -eq 0 ]' ||
 		{ why "clients still lists $(clients_count "$N" v) connections after detach"; return 1; }
 }
 
