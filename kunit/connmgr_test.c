@@ -273,6 +273,16 @@ static void cm_pick_ignores_idle(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, knbd_cm_pick(loads, 0, 9000, 0, 3000), -1);
 }
 
+static void cm_pick_skips_tiny(struct kunit *test)
+{
+	/* Under a quarter of the wanted load: a reconnect for next to nothing. */
+	u64 small[] = { 100, 700 };
+	u64 enough[] = { 100, 750 };
+
+	KUNIT_EXPECT_EQ(test, knbd_cm_pick(small, 2, 9000, 0, 3000), -1);
+	KUNIT_EXPECT_EQ(test, knbd_cm_pick(enough, 2, 9000, 0, 3000), 1);
+}
+
 static void cm_pick_tie_oldest(struct kunit *test)
 {
 	u64 loads[] = { 3000, 3000, 3000 };
@@ -353,6 +363,7 @@ static struct kunit_case knbd_connmgr_cases[] = {
 	KUNIT_CASE(cm_pick_never_overshoots),
 	KUNIT_CASE(cm_pick_single_connection),
 	KUNIT_CASE(cm_pick_ignores_idle),
+	KUNIT_CASE(cm_pick_skips_tiny),
 	KUNIT_CASE(cm_pick_tie_oldest),
 	KUNIT_CASE(cm_pick_own_not_above_min),
 	KUNIT_CASE(cm_converges_simulated),

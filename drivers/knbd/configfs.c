@@ -945,9 +945,10 @@ static ssize_t knbd_node_stats_show(struct config_item *item, char *page)
 			     knbd_load_fmt(READ_ONCE(node->peer_load)).s,
 			     READ_ONCE(node->lat_us), READ_ONCE(node->inflight));
 	len += sysfs_emit_at(page, len,
-			     "balance %s state %s moves %lld admin_drains %lld no_fit %lld deferred %lld drain_dropped %lld\n",
+			     "balance %s state %s smoothed %s moves %lld admin_drains %lld no_fit %lld deferred %lld drain_dropped %lld\n",
 			     READ_ONCE(node->cm_enabled) ? "on" : "off",
 			     knbd_cm_verdict_name(READ_ONCE(node->cm_verdict)),
+			     knbd_load_fmt(READ_ONCE(node->cm_load)).s,
 			     atomic64_read(&node->cm_moves), atomic64_read(&node->cm_drains),
 			     atomic64_read(&node->cm_skipped), atomic64_read(&node->cm_deferred),
 			     atomic64_read(&node->drain_dropped));

@@ -134,8 +134,9 @@ u64 knbd_cm_target(const struct knbd_cm_member *m, unsigned int nr,
  * The connection whose load is closest to @target, among those that
  * improve things: moving load L from us (at @own) to the least loaded
  * member (at @min) must leave it below where we were (min + L < own), and
- * an idle connection moves nothing.  Ties go to the lower index (older
- * connection: the caller lists them oldest first).  -1: none fits.
+ * it must carry at least a quarter of @target (an idle one moves nothing).
+ * Ties go to the lower index (older connection: the caller lists them
+ * oldest first).  -1: none fits.
  */
 int knbd_cm_pick(const u64 *conn_load, unsigned int nr, u64 own, u64 min,
 		 u64 target)
@@ -149,7 +150,11 @@ int knbd_cm_pick(const u64 *conn_load, unsigned int nr, u64 own, u64 min,
 	for (i = 0; i < nr; i++) {
 		u64 l = conn_load[i], dist;
 
-		if (!l || l >= own - min)
+		/*
+		 * A move costs its client a reconnect: one that closes less
+		 * than a quarter of the gap is not worth it.
+		 */
+		if (!l || l < target / 4 || l >= own - min)
 			continue;
 		dist = l > target ? l - target : target - l;
 		if (dist < best_dist) {

@@ -218,6 +218,12 @@ bool knbd_load_fresh(unsigned long now, unsigned long at, unsigned long tick);
 #define KNBD_CM_DEFAULT_CLEAR_PCT	110
 #define KNBD_CM_DEFAULT_HOLD_MS		1000
 #define KNBD_CM_DEFAULT_INTERVAL_MS	1500
+/*
+ * The policy looks at loads smoothed further (weight 1/8 per tick, ~1.6 s
+ * at 200 ms): a move costs the client a reconnect, so a few noisy ticks
+ * must not trigger one.
+ */
+#define KNBD_CM_EWMA_SHIFT		3
 #define KNBD_CM_DEFAULT_MIN_LOAD	20000	/* milli: 20 weighted ops/s */
 #define KNBD_CM_MAX_PCT			1000
 #define KNBD_CM_MAX_MS			600000
@@ -353,6 +359,7 @@ struct knbd_node {
 	struct knbd_cm_state cm_state;
 	bool cm_enabled;
 	bool cm_shedding;		/* advertised to peers */
+	u64 cm_load;			/* node->load smoothed for the policy */
 	enum knbd_cm_verdict cm_verdict;
 	atomic64_t cm_moves;		/* connections drained by the manager */
 	atomic64_t cm_drains;		/* by an admin, through configfs */
@@ -439,6 +446,8 @@ struct knbd_peer {
 	u32 remote_seq;
 	unsigned long remote_at;
 	u32 remote_flags;		/* KNBD_LOAD_F_* */
+	u64 cm_load;			/* remote_load smoothed for the policy */
+	bool cm_fresh;
 
 	atomic_t users;			/* forwarders inside knbd_peer_forward() */
 	atomic64_t forwarded;

@@ -127,6 +127,7 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 
 	if (!READ_ONCE(node->cm_enabled)) {
 		memset(&node->cm_state, 0, sizeof(node->cm_state));
+		WRITE_ONCE(node->cm_load, 0);
 		WRITE_ONCE(node->cm_verdict, KNBD_CM_IDLE);
 		WRITE_ONCE(node->cm_shedding, false);
 		return;
@@ -137,22 +138,31 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	p.interval_ms = READ_ONCE(node->cm.interval_ms);
 	p.min_load = READ_ONCE(node->cm.min_load);
 
+	/* Only this thread writes the cm_load figures. */
+	WRITE_ONCE(node->cm_load, knbd_load_ewma(node->cm_load, READ_ONCE(node->load),
+						 KNBD_CM_EWMA_SHIFT));
 	m[0] = (struct knbd_cm_member){
 		.id = node->node_id,
-		.load = READ_ONCE(node->load),
+		.load = node->cm_load,
 		.fresh = true,
 		.shedding = READ_ONCE(node->cm_shedding),
 	};
 	rcu_read_lock();
 	list_for_each_entry_rcu(peer, &node->peers, node_entry) {
 		unsigned long at = READ_ONCE(peer->remote_at);
+		bool fresh = knbd_load_fresh(now, at, tick);
+		u64 l = READ_ONCE(peer->remote_load);
 
 		if (nr == ARRAY_SIZE(mon->members))
 			break;
+		/* a member back from silence starts from its report, not from 0 */
+		WRITE_ONCE(peer->cm_load, !fresh ? 0 : !peer->cm_fresh ? l :
+			   knbd_load_ewma(peer->cm_load, l, KNBD_CM_EWMA_SHIFT));
+		peer->cm_fresh = fresh;
 		m[nr++] = (struct knbd_cm_member){
 			.id = peer->node_id,
-			.load = READ_ONCE(peer->remote_load),
-			.fresh = knbd_load_fresh(now, at, tick),
+			.load = peer->cm_load,
+			.fresh = fresh,
 			.shedding = READ_ONCE(peer->remote_flags) & KNBD_LOAD_F_SHEDDING,
 		};
 	}

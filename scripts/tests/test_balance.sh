@@ -122,16 +122,28 @@ chk_admin_drain() {
 	grp_detach /dev/nbd0
 }
 
+# connections moved by the managers of all members so far
+total_moves() {
+	local i n=0
+	for ((i = 1; i <= GRP_N; i++)); do
+		n=$((n + $(sed -n 's/.* moves \([0-9]*\).*/\1/p' "$KNBD_CFS/nodes/m$i/stats")))
+	done
+	echo "$n"
+}
+
 atomic_drains() { sed -n 's/.* admin_drains \([0-9]*\).*/\1/p' "$KNBD_CFS/nodes/m1/stats"; }
 
 # scenario MODE SCHED BALANCE: NCLI clients start on m1; RUN s of fio
 scenario() {
-	local mode=$1 sched=$2 bal=$3 i k csv=$KNBD_OUT/balance-$mode.csv fpids=() rpids=()
+	local mode=$1 sched=$2 bal=$3 i k fpids=() rpids=()
+	local csv=$KNBD_OUT/balance-$mode.csv
 	need_up || return 1
 	[ -x "$RECONNECT" ] || { why "$RECONNECT missing (make tools)"; return 1; }
 	for ((i = 1; i <= GRP_N; i++)); do
 		cfs_set "$KNBD_CFS/nodes/m$i/balance" "$bal" || return 1
 	done
+	local moves0
+	moves0=$(total_moves)
 	ipvs_up "$sched" || return 1
 	for ((k = 0; k < NCLI; k++)); do
 		grp_attach "/dev/nbd$k" 1 "$VOL" "$CONNS" || return 1
@@ -168,10 +180,7 @@ scenario() {
 	kill "$spid" 2>/dev/null
 	wait "$spid" 2>/dev/null
 	for k in "${rpids[@]}"; do kill "$k" 2>/dev/null; done
-	local moves=0
-	for ((i = 1; i <= GRP_N; i++)); do
-		moves=$((moves + $(sed -n 's/.* moves \([0-9]*\).*/\1/p' "$KNBD_CFS/nodes/m$i/stats")))
-	done
+	local moves=$(($(total_moves) - moves0))
 	for ((k = 0; k < NCLI; k++)); do grp_detach "/dev/nbd$k"; done
 	ipvs_down
 	BAL_RESULT=$(python3 "$here/balance_report.py" --mode "$mode" --csv "$csv" \
