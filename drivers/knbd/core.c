@@ -259,7 +259,12 @@ int knbd_conn_send_reply(struct knbd_conn *conn, u64 cookie, u32 nbd_err,
 	int ret;
 
 	knbd_proto_encode_reply(&hdr, cookie, nbd_err);
+	/* knbd_conn_drain_gather() may be holding the lock: count us in */
+	atomic_inc(&conn->reply_waiters);
+	if (READ_ONCE(conn->draining))
+		wake_up(&conn->wait);
 	mutex_lock(&conn->send_lock);
+	atomic_dec(&conn->reply_waiters);
 	ret = knbd_send(conn->sock, &hdr, sizeof(hdr), len ? MSG_MORE : 0);
 	if (!ret && len) {
 		struct msghdr msg = { .msg_flags = MSG_NOSIGNAL };
@@ -645,6 +650,40 @@ static void knbd_transmission(struct knbd_conn *conn)
 	}
 }
 
+static bool knbd_conn_replies_ready(struct knbd_conn *conn)
+{
+	bool ready;
+
+	spin_lock(&conn->lock);
+	ready = atomic_read(&conn->reply_waiters) >= conn->inflight;
+	spin_unlock(&conn->lock);
+	return ready;
+}
+
+/*
+ * A drain stopped reading: hold the replies back until every request in
+ * flight has its reply ready, then let them all go at once, corked, so
+ * that they leave together with the FIN that follows.  Sent one by one,
+ * each reply would let the client send a new request on this connection
+ * before it sees the FIN, and such a request gets no answer (nbd.ko
+ * retries it only after its timeout).
+ */
+static void knbd_conn_drain_gather(struct knbd_conn *conn)
+{
+	unsigned long deadline = jiffies + KNBD_DRAIN_GATHER_TIME;
+	bool ready;
+
+	mutex_lock(&conn->send_lock);
+	/* short waits: a reply may have counted itself before the drain began */
+	while (!(ready = knbd_conn_replies_ready(conn)) && time_before(jiffies, deadline))
+		wait_event_timeout(conn->wait, knbd_conn_replies_ready(conn), HZ / 50);
+	if (!ready)
+		pr_info_ratelimited("client %pISpc: replies of a drained connection still not ready after %d s, sending what is\n",
+				    &conn->peer, KNBD_DRAIN_GATHER_TIME / HZ);
+	tcp_sock_set_cork(conn->sock->sk, true);
+	mutex_unlock(&conn->send_lock);
+}
+
 /*
  * The last step of a drain, once every request read has been answered:
  * send our FIN after the replies, so the client sees an orderly end of
@@ -661,6 +700,7 @@ static void knbd_conn_drain_close(struct knbd_conn *conn)
 	unsigned int dropped = 0;
 	struct knbd_cmd cmd;
 
+	/* the FIN rides on the last corked reply (tcp_send_fin pushes it) */
 	kernel_sock_shutdown(conn->sock, SHUT_WR);
 	while (time_before(jiffies, deadline)) {
 		int ret = knbd_recv_stalls(conn->sock, &wire, sizeof(wire), 0, 5);
@@ -738,6 +778,8 @@ static void knbd_conn_recv_work(struct work_struct *work)
 
 	/* Answer everything already read before the socket goes away. */
 	WRITE_ONCE(conn->state, KNBD_CONN_CLOSING);
+	if (READ_ONCE(conn->draining))
+		knbd_conn_drain_gather(conn);
 	wait_event(conn->wait, knbd_conn_idle(conn));
 	if (READ_ONCE(conn->draining))
 		knbd_conn_drain_close(conn);

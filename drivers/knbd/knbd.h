@@ -65,6 +65,8 @@
 #define KNBD_CONN_STALLS		150		/* 30 s */
 /* A draining connection serves what is queued for at most this long ... */
 #define KNBD_DRAIN_READ_TIME		(2 * HZ)
+/* ... gathers the replies of what it read for at most this long ... */
+#define KNBD_DRAIN_GATHER_TIME		(10 * HZ)
 /* ... and after its FIN waits this long for the client's. */
 #define KNBD_DRAIN_CLOSE_TIME		(5 * HZ)
 
@@ -216,7 +218,7 @@ bool knbd_load_fresh(unsigned long now, unsigned long at, unsigned long tick);
 
 #define KNBD_CM_DEFAULT_THRESHOLD_PCT	130
 #define KNBD_CM_DEFAULT_CLEAR_PCT	110
-#define KNBD_CM_DEFAULT_HOLD_MS		1000
+#define KNBD_CM_DEFAULT_HOLD_MS		1500
 #define KNBD_CM_DEFAULT_INTERVAL_MS	1500
 /*
  * The policy looks at loads smoothed further (weight 1/8 per tick, ~1.6 s
@@ -514,6 +516,7 @@ struct knbd_conn {
 	/* Graceful close (connection manager or admin): see knbd_conn_drain(). */
 	bool draining;
 	unsigned long drain_at;
+	atomic_t reply_waiters;		/* replies ready, held back by a drain */
 
 	/* Scratch space for the handshake and for draining refused payloads. */
 	void *buf;

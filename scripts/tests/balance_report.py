@@ -6,9 +6,10 @@ stats (t, load1..loadN, conns1..connsN; loads from knbd's load monitor, in
 weighted ops/s) and the fio JSON outputs of the clients.
 
 Prints one line of key=value pairs:
-  converged_s     seconds from the first load to the point after which the
-                  members' loads (mean over --smooth s) keep max/min <= --ratio
-                  (min > 0) until the end of the run; "never" otherwise
+  converged_s     seconds from the first load to the start of the first
+                  period of --hold s in which the members' loads (mean over
+                  --smooth s) keep max/min <= --ratio (min > 0); "never" if none
+  balanced_pct    share of the run's samples with max/min <= --ratio
   final_ratio     max/min of the members' mean loads over the last 5 s
                   ("inf" if a member carried nothing)
   worst_stall_ms  the largest I/O latency fio saw on any client
@@ -37,6 +38,7 @@ def main():
     ap.add_argument("--run", type=float, required=True)
     ap.add_argument("--ratio", type=float, default=1.5)
     ap.add_argument("--smooth", type=float, default=2.0)
+    ap.add_argument("--hold", type=float, default=5.0)
     ap.add_argument("--min-load", type=float, default=5.0)
     a = ap.parse_args()
 
@@ -74,9 +76,12 @@ def main():
     sm = [smooth(i) for i in range(len(win))]
     converged = "never"
     for i in range(len(win)):
-        if all(ratio(x) <= a.ratio for x in sm[i:]):
+        span = [x for r, x in zip(win[i:], sm[i:]) if r[0] <= win[i][0] + a.hold]
+        if win[-1][0] >= win[i][0] + a.hold and all(ratio(x) <= a.ratio for x in span):
             converged = "%.1f" % (win[i][0] - start)
             break
+    balanced = sum(1 for x in sm if ratio(x) <= a.ratio)
+    balanced_pct = 100.0 * balanced / len(sm) if sm else 0.0
     last = [r for r in win if r[0] >= (win[-1][0] - 5 if win else 0)]
     if last:
         means = [sum(r[1][m] for r in last) / len(last) for m in range(n)]
@@ -102,9 +107,10 @@ def main():
         iops.append(io)
     cr = "inf" if not iops or min(iops) <= 0 else "%.2f" % (max(iops) / min(iops))
 
-    print("mode=%s converged_s=%s final_ratio=%s worst_stall_ms=%.0f fio_errors=%d "
-          "moves=%s final_loads=%s final_conns=%s client_iops=%s client_ratio=%s" % (
-              a.mode, converged, final, stall, errors, a.moves,
+    print("mode=%s converged_s=%s final_ratio=%s balanced_pct=%.0f worst_stall_ms=%.0f "
+          "fio_errors=%d moves=%s final_loads=%s final_conns=%s client_iops=%s "
+          "client_ratio=%s" % (
+              a.mode, converged, final, balanced_pct, stall, errors, a.moves,
               "/".join("%.0f" % m for m in means),
               "/".join(str(c) for c in (win[-1][2] if win else [])),
               "/".join("%.0f" % x for x in iops), cr))

@@ -122,6 +122,12 @@ chk_admin_drain() {
 	grp_detach /dev/nbd0
 }
 
+# first_cpu "0-1,4": 0
+first_cpu() {
+	local c=${1%%[,-]*}
+	echo "${c// /}"
+}
+
 # connections moved by the managers of all members so far
 total_moves() {
 	local i n=0
@@ -153,14 +159,24 @@ scenario() {
 		PIDS+=($!)
 	done
 	for ((k = 0; k < NCLI; k++)); do
-		# two jobs per client, so both of its connections (one per CPU
-		# group in nbd.ko) carry load; each job owns its region
-		fio --name="c$k" --filename="/dev/nbd$k" --rw=randwrite --bs=4k --iodepth=4 \
-			--numjobs=2 --ioengine=libaio --direct=1 --offset=$((k * SIZE / NCLI)) \
-			--size=$((SIZE / NCLI / 2)) --offset_increment=$((SIZE / NCLI / 2)) \
+		# One fio job per connection: nbd.ko sends a request on the
+		# connection of the submitting CPU's queue (hctx), so each job is
+		# pinned to a CPU of its own queue; unpinned, the scheduler moves
+		# jobs between CPUs and their load jumps between connections (and
+		# members) by itself.  Each job owns its region.
+		local jobs=() h=0 q cpu reg=$((SIZE / NCLI / CONNS))
+		for q in /sys/block/nbd$k/mq/*/; do
+			cpu=$(first_cpu "$(cat "$q/cpu_list" 2>/dev/null)")
+			[ -n "$cpu" ] || continue
+			jobs+=(--name="c$k-q$h" --cpus_allowed="$cpu" --offset=$((k * SIZE / NCLI + h * reg)))
+			h=$((h + 1))
+		done
+		[ "$h" -gt 0 ] || { why "no queues under /sys/block/nbd$k/mq"; return 1; }
+		fio --filename="/dev/nbd$k" --rw=randwrite --bs=4k --iodepth=4 \
+			--ioengine=libaio --direct=1 --size="$reg" \
 			--verify=crc32c --verify_backlog=128 --verify_fatal=1 --time_based \
 			--runtime="$RUN" --output-format=json \
-			--output="$KNBD_OUT/fio-balance-$mode-$k.json" >/dev/null 2>&1 &
+			--output="$KNBD_OUT/fio-balance-$mode-$k.json" "${jobs[@]}" >/dev/null 2>&1 &
 		fpids+=($!)
 		PIDS+=($!)
 	done
