@@ -161,16 +161,25 @@ static void cm_assess_dip_restarts_hold(struct kunit *test)
 			KNBD_CM_WAIT);
 }
 
-static void cm_assess_only_the_busiest(struct kunit *test)
+static void cm_assess_any_member_over(struct kunit *test)
 {
-	/* Member 2 is over the mean too, but member 1 leads: 2 stays put. */
+	/*
+	 * Members 1 and 2 are both over: both hold (whichever leads by a few
+	 * ticks of noise); a member near the mean stays put.
+	 */
 	struct knbd_cm_member m[] = { M(2, 20000), M(1, 30000), M(3, 0), M(4, 0) };
+	struct knbd_cm_member n[] = { M(3, 13000), M(1, 30000), M(2, 7000), M(4, 0) };
 	struct knbd_cm_state st = { };
 
 	KUNIT_EXPECT_EQ(test, knbd_cm_assess(&cm_defaults, &st, m, 4, 0, 100),
-			KNBD_CM_IDLE);
+			KNBD_CM_WAIT);
+	memset(&st, 0, sizeof(st));
 	KUNIT_EXPECT_EQ(test, knbd_cm_assess(&cm_defaults, &st, m, 4, 1, 100),
 			KNBD_CM_WAIT);
+	memset(&st, 0, sizeof(st));
+	/* mean 12500: 13000 is 104% */
+	KUNIT_EXPECT_EQ(test, knbd_cm_assess(&cm_defaults, &st, n, 4, 0, 100),
+			KNBD_CM_IDLE);
 }
 
 static void cm_assess_defers_to_lower_id_shedder(struct kunit *test)
@@ -354,7 +363,7 @@ static struct kunit_case knbd_connmgr_cases[] = {
 	KUNIT_CASE(cm_assess_interval_between_moves),
 	KUNIT_CASE(cm_assess_hysteresis),
 	KUNIT_CASE(cm_assess_dip_restarts_hold),
-	KUNIT_CASE(cm_assess_only_the_busiest),
+	KUNIT_CASE(cm_assess_any_member_over),
 	KUNIT_CASE(cm_assess_defers_to_lower_id_shedder),
 	KUNIT_CASE(cm_assess_min_load),
 	KUNIT_CASE(cm_assess_no_overflow),

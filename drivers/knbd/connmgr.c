@@ -6,9 +6,10 @@
  * core.c drains the chosen connection.
  *
  * Loads are client loads (load.c units).  A member is over-utilised when
- * its load exceeds threshold_pct of the group mean and it is the most
- * loaded member of the group; it stays so (hysteresis) until its load is
- * back under clear_pct of the mean.  It moves its first connection only
+ * its load exceeds threshold_pct of the group mean; it stays so
+ * (hysteresis) until its load is back under clear_pct of the mean.  (Not
+ * "only the busiest": with noisy loads the busiest changes from tick to
+ * tick and each change would restart the hold time of both.)  It moves its first connection only
  * after hold_ms of that, then at most one every interval_ms, and not at
  * all while another member says it is moving connections: only one member
  * answers a given imbalance, and the loads get time to show the effect of
@@ -85,7 +86,7 @@ enum knbd_cm_verdict knbd_cm_assess(const struct knbd_cm_params *p,
 		if (i != self && m[i].fresh && m[i].shedding && m[i].id < me->id)
 			g.other_shedding = true;
 
-	if (me->load < p->min_load || g.max_id != me->id)
+	if (me->load < p->min_load)
 		goto idle;
 	if (st->active)
 		over = knbd_cm_above(me->load, g.mean, p->clear_pct);

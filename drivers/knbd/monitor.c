@@ -204,6 +204,25 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 		return;
 	}
 	ret = knbd_conn_drain(node, mon->conn_id[pick], false);
+	if (!ret) {
+		/*
+		 * The smoothed figures take seconds to show a move; until
+		 * then the next decision would see the same imbalance and
+		 * move again.  Book the move now: it left us, and (in all
+		 * likelihood) it lands on the least loaded member.
+		 */
+		u64 l = mon->conn_load[pick];
+
+		WRITE_ONCE(node->cm_load, node->cm_load > l ? node->cm_load - l : 0);
+		rcu_read_lock();
+		list_for_each_entry_rcu(peer, &node->peers, node_entry) {
+			if (peer->cm_fresh && peer->cm_load == min) {
+				WRITE_ONCE(peer->cm_load, peer->cm_load + l);
+				break;
+			}
+		}
+		rcu_read_unlock();
+	}
 	for (i = 0; i < nr; i++)
 		mean += m[i].fresh ? m[i].load : 0;
 	pr_info_ratelimited("node %s: over-utilised (load %llu, group of %u: min %llu, sum %llu): %s client connection %llu (load %llu, wanted %llu)\n",

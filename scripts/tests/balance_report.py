@@ -90,21 +90,22 @@ def main():
         means, fr = [], math.inf
     final = "inf" if math.isinf(fr) else "%.2f" % fr
 
-    errors, stall, iops = 0, 0.0, []
+    errors, stall, per = 0, 0.0, {}
     for p in a.fio:
         try:
             j = load_fio(p)
         except (OSError, ValueError):
             errors += 1
             continue
-        io = 0.0  # a client = one fio output, whatever its number of jobs
         for job in j["jobs"]:
+            # a client is a device: its jobs are named c<k>-q<h>
+            client = "%s:%s" % (p, job.get("jobname", "").split("-")[0])
             errors += int(job.get("error", 0))
             for d in ("read", "write"):
                 s = job.get(d, {})
-                io += s.get("iops", 0.0)
+                per[client] = per.get(client, 0.0) + s.get("iops", 0.0)
                 stall = max(stall, s.get("lat_ns", {}).get("max", 0) / 1e6)
-        iops.append(io)
+    iops = [per[c] for c in sorted(per)]
     cr = "inf" if not iops or min(iops) <= 0 else "%.2f" % (max(iops) / min(iops))
 
     print("mode=%s converged_s=%s final_ratio=%s balanced_pct=%.0f worst_stall_ms=%.0f "

@@ -158,34 +158,35 @@ scenario() {
 		rpids+=($!)
 		PIDS+=($!)
 	done
-	for ((k = 0; k < NCLI; k++)); do
-		# One fio job per connection: nbd.ko sends a request on the
-		# connection of the submitting CPU's queue (hctx), so each job is
-		# pinned to a CPU of its own queue; unpinned, the scheduler moves
-		# jobs between CPUs and their load jumps between connections (and
-		# members) by itself.  Each job owns its region.
-		local jobs=() h=0 q cpu reg=$((SIZE / NCLI / CONNS))
-		for q in /sys/block/nbd$k/mq/*/; do
-			cpu=$(first_cpu "$(cat "$q/cpu_list" 2>/dev/null)")
-			[ -n "$cpu" ] || continue
-			jobs+=(--name="c$k-q$h" --cpus_allowed="$cpu" --offset=$((k * SIZE / NCLI + h * reg)))
-			h=$((h + 1))
-		done
-		[ "$h" -gt 0 ] || { why "no queues under /sys/block/nbd$k/mq"; return 1; }
-		fio --filename="/dev/nbd$k" --rw=randwrite --bs=4k --iodepth=4 \
-			--ioengine=libaio --direct=1 --size="$reg" \
-			--verify=crc32c --verify_backlog=128 --verify_fatal=1 --time_based \
-			--runtime="$RUN" --output-format=json \
-			--output="$KNBD_OUT/fio-balance-$mode-$k.json" "${jobs[@]}" >/dev/null 2>&1 &
-		fpids+=($!)
-		PIDS+=($!)
-	done
 	# load monitor figures every 0.5 s: t, load m1..m3, connections m1..m3
 	local nodes=() spid
 	for ((i = 1; i <= GRP_N; i++)); do nodes+=("$KNBD_CFS/nodes/m$i"); done
 	python3 "$here/balance_sampler.py" "$csv" 0.5 "${nodes[@]}" &
 	spid=$!
 	PIDS+=($spid)
+	# One fio job per connection: nbd.ko sends a request on the connection
+	# of the submitting CPU's queue (hctx), so each job is pinned to a CPU
+	# of its own queue; unpinned, the scheduler moves jobs between CPUs and
+	# their load jumps between connections (and members) by itself.  Each
+	# job owns its region; one fio process, so all start together.
+	local jobs=() h q cpu reg=$((SIZE / NCLI / CONNS))
+	for ((k = 0; k < NCLI; k++)); do
+		h=0
+		for q in /sys/block/nbd$k/mq/*/; do
+			cpu=$(first_cpu "$(cat "$q/cpu_list" 2>/dev/null)")
+			[ -n "$cpu" ] || continue
+			jobs+=(--name="c$k-q$h" --filename="/dev/nbd$k" --cpus_allowed="$cpu"
+			       --offset=$((k * SIZE / NCLI + h * reg)))
+			h=$((h + 1))
+		done
+		[ "$h" -gt 0 ] || { why "no queues under /sys/block/nbd$k/mq"; return 1; }
+	done
+	fio --rw=randwrite --bs=4k --iodepth=4 --ioengine=libaio --direct=1 --size="$reg" \
+		--verify=crc32c --verify_backlog=128 --verify_fatal=1 --time_based \
+		--runtime="$RUN" --output-format=json \
+		--output="$KNBD_OUT/fio-balance-$mode.json" "${jobs[@]}" >/dev/null 2>&1 &
+	fpids+=($!)
+	PIDS+=($!)
 	local rc=0 frc
 	for k in "${!fpids[@]}"; do
 		with_timeout $((RUN + 120)) tail --pid="${fpids[$k]}" -f /dev/null
@@ -200,11 +201,11 @@ scenario() {
 	for ((k = 0; k < NCLI; k++)); do grp_detach "/dev/nbd$k"; done
 	ipvs_down
 	BAL_RESULT=$(python3 "$here/balance_report.py" --mode "$mode" --csv "$csv" \
-		--fio "$KNBD_OUT"/fio-balance-"$mode"-*.json --moves "$moves" --run "$RUN")
+		--fio "$KNBD_OUT/fio-balance-$mode.json" --moves "$moves" --run "$RUN")
 	log "$BAL_RESULT"
 	echo "$BAL_RESULT" >"$KNBD_OUT/balance-$mode.summary"
 	cat "$KNBD_OUT/balance-$mode.chart" >&2 2>/dev/null
-	[ "$rc" = 0 ] || { why "fio failed (see $KNBD_OUT/fio-balance-$mode-*.json)"; return 1; }
+	[ "$rc" = 0 ] || { why "fio failed (see $KNBD_OUT/fio-balance-$mode.json)"; return 1; }
 	return 0
 }
 
