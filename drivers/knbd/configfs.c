@@ -1275,7 +1275,12 @@ static struct config_group *knbd_node_make(struct config_group *group,
 	node->max_conns = KNBD_DEFAULT_MAX_CONNS;
 	node->peer_port = KNBD_DEFAULT_PEER_PORT;
 	node->load_tick_ms = KNBD_DEFAULT_LOAD_TICK_MS;
-	node->cm_enabled = true;
+	/*
+	 * Off until the admin says the clients come back: a client whose
+	 * connections are all moved fails its I/O unless it reconnects
+	 * (tools/knbd-reconnect through the group address).
+	 */
+	node->cm_enabled = false;
 	node->cm.threshold_pct = KNBD_CM_DEFAULT_THRESHOLD_PCT;
 	node->cm.clear_pct = KNBD_CM_DEFAULT_CLEAR_PCT;
 	node->cm.hold_ms = KNBD_CM_DEFAULT_HOLD_MS;

@@ -122,7 +122,7 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	struct knbd_peer *peer;
 	struct knbd_conn *conn;
 	unsigned int nr = 1, nc = 0, i;
-	u64 target, min = U64_MAX, mean = 0;
+	u64 target, min = U64_MAX, mean = 0, own;
 	int pick, ret;
 
 	if (!READ_ONCE(node->cm_enabled)) {
@@ -195,7 +195,14 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	mutex_unlock(&node->conns_lock);
 	node->cm_state.last_move = now ?: 1;
 
-	pick = knbd_cm_pick(mon->conn_load, nc, m[0].load, min, target);
+	/*
+	 * Compare connections with what they add up to now, not with the
+	 * smoothed figure (which lags and holds booked moves): against a
+	 * stale larger total the only busy connection would look movable.
+	 */
+	for (i = 0, own = 0; i < nc; i++)
+		own += mon->conn_load[i];
+	pick = nc < 2 ? -1 : knbd_cm_pick(mon->conn_load, nc, own, min, target);
 	if (pick < 0) {
 		atomic64_inc(&node->cm_skipped);
 		pr_info_ratelimited("node %s: over-utilised (load %llu, least loaded member %llu) but none of its %u client connections would even it out\n",

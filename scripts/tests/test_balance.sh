@@ -65,7 +65,7 @@ need_up() { [ "$UP" = 1 ] || { why "group not set up"; return 1; }; }
 chk_config() {
 	need_up || return 1
 	local d=$KNBD_CFS/nodes/m1 r
-	[ "$(cat "$d/balance")" = 1 ] || { why "balance default $(cat "$d/balance"), want 1"; return 1; }
+	[ "$(cat "$d/balance")" = 0 ] || { why "balance default $(cat "$d/balance"), want 0 (opt-in)"; return 1; }
 	[ "$(cat "$d/balance_threshold_pct")" = 130 ] || { why "threshold default"; return 1; }
 	[ "$(cat "$d/balance_clear_pct")" = 110 ] || { why "clear default"; return 1; }
 	for r in "balance_threshold_pct 99" "balance_threshold_pct 100" "balance_clear_pct 200" \
