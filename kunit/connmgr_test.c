@@ -123,6 +123,60 @@ static void cm_assess_interval_between_moves(struct kunit *test)
 			KNBD_CM_MOVE);
 }
 
+static void cm_assess_waits_for_move_to_land(struct kunit *test)
+{
+	/* 6 client connections in the group, all on member 1 */
+	struct knbd_cm_member m[] = { { .id = 1, .load = 30000, .conns = 6, .fresh = true },
+				      { .id = 2, .load = 0, .conns = 0, .fresh = true },
+				      { .id = 3, .load = 0, .conns = 0, .fresh = true } };
+	unsigned long hold = msecs_to_jiffies(1000), ival = msecs_to_jiffies(500);
+	unsigned long t = 1000 + hold, back;
+	struct knbd_cm_state st = { };
+
+	knbd_cm_assess(&cm_defaults, &st, m, 3, 0, 1000);
+	KUNIT_ASSERT_EQ(test, knbd_cm_assess(&cm_defaults, &st, m, 3, 0, t), KNBD_CM_MOVE);
+	knbd_cm_moved(&st, m, 3, t);
+	KUNIT_EXPECT_EQ(test, st.conns_before, 6U);
+	/* drained, client not back yet: 5 in the group, long past the interval */
+	m[0].conns = 5;
+	KUNIT_EXPECT_EQ(test, knbd_cm_assess(&cm_defaults, &st, m, 3, 0, t + 2 * ival),
+			KNBD_CM_WAIT);
+	KUNIT_EXPECT_TRUE(test, st.landing);
+	/* back on member 2: the interval runs from here */
+	back = t + 3 * ival;
+	m[1].conns = 1;
+	KUNIT_EXPECT_EQ(test, knbd_cm_assess(&cm_defaults, &st, m, 3, 0, back),
+			KNBD_CM_WAIT);
+	KUNIT_EXPECT_FALSE(test, st.landing);
+	KUNIT_EXPECT_EQ(test, knbd_cm_assess(&cm_defaults, &st, m, 3, 0, back + ival - 1),
+			KNBD_CM_WAIT);
+	KUNIT_EXPECT_EQ(test, knbd_cm_assess(&cm_defaults, &st, m, 3, 0, back + ival),
+			KNBD_CM_MOVE);
+}
+
+static void cm_assess_lost_client_lands_late(struct kunit *test)
+{
+	/* A moved client that never comes back holds up moves only so long. */
+	struct knbd_cm_member m[] = { { .id = 1, .load = 30000, .conns = 6, .fresh = true },
+				      { .id = 2, .load = 0, .fresh = true },
+				      { .id = 3, .load = 0, .fresh = true } };
+	unsigned long hold = msecs_to_jiffies(1000), ival = msecs_to_jiffies(500);
+	unsigned long t = 1000 + hold;
+	struct knbd_cm_state st = { };
+
+	knbd_cm_assess(&cm_defaults, &st, m, 3, 0, 1000);
+	knbd_cm_moved(&st, m, 3, t);
+	m[0].conns = 5;
+	KUNIT_EXPECT_EQ(test, knbd_cm_assess(&cm_defaults, &st, m, 3, 0,
+					     t + KNBD_CM_LAND_TIME - 1), KNBD_CM_WAIT);
+	KUNIT_EXPECT_TRUE(test, st.landing);
+	KUNIT_EXPECT_EQ(test, knbd_cm_assess(&cm_defaults, &st, m, 3, 0,
+					     t + KNBD_CM_LAND_TIME), KNBD_CM_WAIT);
+	KUNIT_EXPECT_FALSE(test, st.landing);
+	KUNIT_EXPECT_EQ(test, knbd_cm_assess(&cm_defaults, &st, m, 3, 0,
+					     t + KNBD_CM_LAND_TIME + ival), KNBD_CM_MOVE);
+}
+
 static void cm_assess_hysteresis(struct kunit *test)
 {
 	/* Once active, 120% of the mean (under threshold, over clear) keeps going. */
@@ -233,17 +287,26 @@ static void cm_assess_no_overflow(struct kunit *test)
 			KNBD_CM_WAIT);
 }
 
+static u64 cm_target_of(const struct knbd_cm_member *m, unsigned int nr,
+			unsigned int self)
+{
+	struct knbd_cm_group g;
+
+	knbd_cm_group(m, nr, &g);
+	return knbd_cm_target(&g, m[self].load);
+}
+
 static void cm_target_between_mean_and_min(struct kunit *test)
 {
 	struct knbd_cm_member m[] = { M(1, 6000), M(2, 0), M(3, 0) };
 	struct knbd_cm_member n[] = { M(1, 6000), M(2, 3000), M(3, 3000) };
 
 	/* mean 2000: shed 4000 would push a member to 4000; take 2000. */
-	KUNIT_EXPECT_EQ(test, knbd_cm_target(m, 3, 0), 2000ULL);
+	KUNIT_EXPECT_EQ(test, cm_target_of(m, 3, 0), 2000ULL);
 	/* mean 4000, min 3000: 1000. */
-	KUNIT_EXPECT_EQ(test, knbd_cm_target(n, 3, 0), 1000ULL);
+	KUNIT_EXPECT_EQ(test, cm_target_of(n, 3, 0), 1000ULL);
 	/* under the mean: nothing */
-	KUNIT_EXPECT_EQ(test, knbd_cm_target(n, 3, 1), 0ULL);
+	KUNIT_EXPECT_EQ(test, cm_target_of(n, 3, 1), 0ULL);
 }
 
 static void cm_pick_closest_to_target(struct kunit *test)
@@ -334,7 +397,7 @@ static void cm_converges_simulated(struct kunit *test)
 			for (j = 1; j < 3; j++)
 				if (nr[(i + j) % 3] < nr[lo])
 					lo = (i + j) % 3;
-			target = knbd_cm_target(m, 3, 0);
+			target = cm_target_of(m, 3, 0);
 			pick = knbd_cm_pick(conns[i], nr[i], m[0].load,
 					    min(m[1].load, m[2].load), target);
 			st[i].last_move = t;
@@ -361,6 +424,8 @@ static struct kunit_case knbd_connmgr_cases[] = {
 	KUNIT_CASE(cm_assess_balanced_is_idle),
 	KUNIT_CASE(cm_assess_hold_then_move),
 	KUNIT_CASE(cm_assess_interval_between_moves),
+	KUNIT_CASE(cm_assess_waits_for_move_to_land),
+	KUNIT_CASE(cm_assess_lost_client_lands_late),
 	KUNIT_CASE(cm_assess_hysteresis),
 	KUNIT_CASE(cm_assess_dip_restarts_hold),
 	KUNIT_CASE(cm_assess_any_member_over),

@@ -9,12 +9,13 @@
  * its load exceeds threshold_pct of the group mean; it stays so
  * (hysteresis) until its load is back under clear_pct of the mean.  (Not
  * "only the busiest": with noisy loads the busiest changes from tick to
- * tick and each change would restart the hold time of both.)  It moves its first connection only
- * after hold_ms of that, then at most one every interval_ms, and not at
- * all while another member says it is moving connections: only one member
- * answers a given imbalance, and the loads get time to show the effect of
- * a move before the next one.  Members whose report is stale are left out
- * of the mean, never counted as idle.
+ * tick and each change would restart the hold time of both.)  It moves
+ * its first connection only after hold_ms of that, then at most one every
+ * interval_ms, and only interval_ms after the client of the last one is
+ * back in the group's connection count: the loads must show a move before
+ * the next decision.  Not at all while another member says it is moving
+ * connections: only one member answers a given imbalance.  Members whose
+ * report is stale are left out of the mean, never counted as idle.
  */
 #define pr_fmt(fmt) "knbd: " fmt
 
@@ -59,8 +60,9 @@ static bool knbd_cm_above(u64 load, u64 mean, u32 pct)
 
 /*
  * One tick of the policy for member m[self].  Updates @st and says
- * whether to move a connection now; the caller records the move with
- * st->last_move = now only if it really started one.
+ * whether to move a connection now; the caller records a move it really
+ * started with knbd_cm_moved(), a decision without one with
+ * st->last_move = now.
  */
 enum knbd_cm_verdict knbd_cm_assess(const struct knbd_cm_params *p,
 				    struct knbd_cm_state *st,
@@ -73,6 +75,17 @@ enum knbd_cm_verdict knbd_cm_assess(const struct knbd_cm_params *p,
 	bool over;
 
 	knbd_cm_group(m, nr, &g);
+	if (st->landing) {
+		u32 conns = 0;
+
+		for (i = 0; i < nr; i++)
+			conns += m[i].fresh ? m[i].conns : 0;
+		if (conns >= st->conns_before ||
+		    time_after_eq(now, st->last_move + KNBD_CM_LAND_TIME)) {
+			st->landing = false;
+			st->landed_at = now ?: 1;
+		}
+	}
 	/* Alone (or nobody else known): nothing to compare with. */
 	if (g.nr < 2 || !me->fresh)
 		goto idle;
@@ -108,6 +121,16 @@ enum knbd_cm_verdict knbd_cm_assess(const struct knbd_cm_params *p,
 	if (st->last_move &&
 	    time_before(now, st->last_move + msecs_to_jiffies(p->interval_ms)))
 		return KNBD_CM_WAIT;
+	/*
+	 * The loads show a move only once its client is back and has run
+	 * a while on its new member; before that the next decision would
+	 * see the old imbalance and move again.
+	 */
+	if (st->landing)
+		return KNBD_CM_WAIT;
+	if (st->landed_at &&
+	    time_before(now, st->landed_at + msecs_to_jiffies(p->interval_ms)))
+		return KNBD_CM_WAIT;
 	return KNBD_CM_MOVE;
 idle:
 	st->over_since = 0;
@@ -116,19 +139,33 @@ idle:
 }
 
 /*
- * How much load m[self] should hand over: down to the mean, but not more
- * than the least loaded member can take before it passes the mean.
+ * A connection was moved: count the group's client connections (m[] as
+ * given to knbd_cm_assess()), so that the next decisions wait until its
+ * client is back somewhere.
  */
-u64 knbd_cm_target(const struct knbd_cm_member *m, unsigned int nr,
-		   unsigned int self)
+void knbd_cm_moved(struct knbd_cm_state *st, const struct knbd_cm_member *m,
+		   unsigned int nr, unsigned long now)
 {
-	struct knbd_cm_group g;
-	u64 own = m[self].load;
+	unsigned int i;
 
-	knbd_cm_group(m, nr, &g);
-	if (!g.nr || own <= g.mean)
+	st->last_move = now ?: 1;
+	st->conns_before = 0;
+	for (i = 0; i < nr; i++)
+		st->conns_before += m[i].fresh ? m[i].conns : 0;
+	st->landing = true;
+	st->landed_at = 0;
+}
+
+/*
+ * How much load a member at @own should hand over: down to the mean of
+ * group @g, but not more than its least loaded member can take before it
+ * passes the mean.
+ */
+u64 knbd_cm_target(const struct knbd_cm_group *g, u64 own)
+{
+	if (!g->nr || own <= g->mean)
 		return 0;
-	return min(own - g.mean, g.mean - g.min);
+	return min(own - g->mean, g->mean - g->min);
 }
 
 /*

@@ -573,7 +573,36 @@ static int knbd_reject(struct knbd_conn *conn, const struct knbd_cmd *cmd,
 	return knbd_conn_send_reply(conn, cmd->cookie, nbd_err, NULL, 0, 0);
 }
 
-static void knbd_transmission(struct knbd_conn *conn)
+/*
+ * A draining receiver found nothing queued: hold the replies back (take
+ * send_lock) and make sure nothing more comes.  A request that a reply
+ * sent just before provoked may still be on its way: wait a moment, and
+ * if one arrives, let go and serve it.  True: quiet, replies held.
+ */
+static bool knbd_conn_drain_hold(struct knbd_conn *conn)
+{
+	unsigned long until = jiffies + msecs_to_jiffies(KNBD_DRAIN_QUIET_MS);
+	struct sock *sk = conn->sock->sk;
+
+	mutex_lock(&conn->send_lock);
+	for (;;) {
+		if (!skb_queue_empty_lockless(&sk->sk_receive_queue))
+			break;
+		if (time_after(jiffies, until)) {
+			conn->replies_held = true;
+			return true;
+		}
+		usleep_range(1000, 2000);
+	}
+	mutex_unlock(&conn->send_lock);
+	return false;
+}
+
+/*
+ * Serve requests until the client goes (false) or, while draining, until
+ * nothing more is queued (true: the replies are held, knbd_conn_drain_hold()).
+ */
+static bool knbd_transmission(struct knbd_conn *conn)
 {
 	struct knbd_volume *vol = conn->vol;
 	struct nbd_wire_request wire;
@@ -593,33 +622,33 @@ static void knbd_transmission(struct knbd_conn *conn)
 		 * KNBD_DRAIN_READ_TIME in any case (a busy client never pauses).
 		 */
 		if (draining && time_after(jiffies, conn->drain_at + KNBD_DRAIN_READ_TIME))
-			return;
+			return false;
 		ret = knbd_recv_stalls(conn->sock, &wire, sizeof(wire),
 				       draining ? MSG_DONTWAIT : 0, KNBD_CONN_STALLS);
 		if (ret == -ETIMEDOUT) {
-			if (draining)
-				return;
-			continue;	/* idle: look at the drain flag again */
+			if (draining && knbd_conn_drain_hold(conn))
+				return true;
+			continue;	/* idle, or more came: look again */
 		}
 		if (ret)
-			return;
+			return false;
 		if (knbd_proto_decode_request(&wire, &cmd)) {
 			pr_warn_ratelimited("client %pISpc: bad request magic %#x, closing\n",
 					    &conn->peer, be32_to_cpu(wire.magic));
-			return;
+			return false;
 		}
 		verdict = knbd_proto_check_request(&cmd, &vol->info, &nbd_err);
 		switch (verdict) {
 		case KNBD_REQ_DISC:
-			return;
+			return false;
 		case KNBD_REQ_FATAL:
 			pr_warn_ratelimited("client %pISpc: %s length %u over %u, closing\n",
 					    &conn->peer, knbd_proto_cmd_name(cmd.type),
 					    cmd.len, KNBD_MAX_REQ_BYTES);
-			return;
+			return false;
 		case KNBD_REQ_ERROR:
 			if (knbd_reject(conn, &cmd, nbd_err))
-				return;
+				return false;
 			continue;
 		case KNBD_REQ_OK:
 			break;
@@ -631,7 +660,7 @@ static void knbd_transmission(struct knbd_conn *conn)
 		if (!req) {
 			knbd_conn_unreserve(conn, mem);
 			if (knbd_reject(conn, &cmd, NBD_ENOMEM))
-				return;
+				return false;
 			continue;
 		}
 		req->vol = vol;
@@ -642,7 +671,7 @@ static void knbd_transmission(struct knbd_conn *conn)
 			if (knbd_recv_iter_stalls(conn->sock, &iter, KNBD_CONN_STALLS)) {
 				knbd_req_free(req);
 				knbd_conn_unreserve(conn, mem);
-				return;
+				return false;
 			}
 		}
 		kref_get(&conn->ref);
@@ -661,55 +690,102 @@ static bool knbd_conn_replies_ready(struct knbd_conn *conn)
 }
 
 /*
- * A drain stopped reading: hold the replies back until every request in
- * flight has its reply ready, then let them all go at once, corked, so
- * that they leave together with the FIN that follows.  Sent one by one,
- * each reply would let the client send a new request on this connection
- * before it sees the FIN, and such a request gets no answer (nbd.ko
- * retries it only after its timeout).
+ * A drain stopped reading: hold the replies back (if the receiver does not
+ * already, knbd_conn_drain_hold()) until every request in flight has its
+ * reply ready.  Then knbd_conn_drain_release() lets them all go at once,
+ * corked, so that they leave together with the reset that follows.  Sent
+ * one by one, each reply would let the client send a new request on this
+ * connection before it sees the reset, and such a request gets no answer
+ * (nbd.ko retries it only after its timeout).
  */
 static void knbd_conn_drain_gather(struct knbd_conn *conn)
 {
 	unsigned long deadline = jiffies + KNBD_DRAIN_GATHER_TIME;
 	bool ready;
 
-	mutex_lock(&conn->send_lock);
+	if (!conn->replies_held) {
+		mutex_lock(&conn->send_lock);
+		conn->replies_held = true;
+	}
 	/* short waits: a reply may have counted itself before the drain began */
 	while (!(ready = knbd_conn_replies_ready(conn)) && time_before(jiffies, deadline))
 		wait_event_timeout(conn->wait, knbd_conn_replies_ready(conn), HZ / 50);
 	if (!ready)
 		pr_info_ratelimited("client %pISpc: replies of a drained connection still not ready after %d s, sending what is\n",
 				    &conn->peer, KNBD_DRAIN_GATHER_TIME / HZ);
+}
+
+static void knbd_conn_drain_release(struct knbd_conn *conn)
+{
+	knbd_conn_drain_gather(conn);
 	tcp_sock_set_cork(conn->sock->sk, true);
+	conn->replies_held = false;
 	mutex_unlock(&conn->send_lock);
+}
+
+/* Requests came while the drain held back: serve them, if not read long enough. */
+static bool knbd_conn_drain_more(struct knbd_conn *conn)
+{
+	return !skb_queue_empty_lockless(&conn->sock->sk->sk_receive_queue) &&
+	       time_before(jiffies, conn->drain_at + KNBD_DRAIN_READ_TIME);
+}
+
+/*
+ * The receiver stopped at a quiet request boundary with the replies held.
+ * Whatever comes in meanwhile was sent before the client could see any of
+ * them (a late request, or one it sent on its own): serve it too (false)
+ * rather than leave it unanswered.  Once the replies are ready and nothing
+ * came, they go into the corked socket, where they wait for the reset, and
+ * the socket is checked once more.  True: done, close.
+ */
+static bool knbd_conn_drain_settled(struct knbd_conn *conn)
+{
+	knbd_conn_drain_gather(conn);
+	if (!knbd_conn_drain_more(conn)) {
+		tcp_sock_set_cork(conn->sock->sk, true);
+		conn->replies_held = false;
+		mutex_unlock(&conn->send_lock);
+		wait_event(conn->wait, knbd_conn_idle(conn));
+		return !knbd_conn_drain_more(conn);
+	}
+	conn->replies_held = false;
+	mutex_unlock(&conn->send_lock);
+	return false;
+}
+
+/* Everything written to @sock has left at least once (a reset drops the rest). */
+static bool knbd_sock_sent_all(struct socket *sock)
+{
+	const struct tcp_sock *tp = tcp_sk(sock->sk);
+
+	return READ_ONCE(tp->snd_nxt) == READ_ONCE(tp->write_seq);
 }
 
 /*
  * The last step of a drain, once every request read has been answered:
- * send our FIN after the replies, so the client sees an orderly end of
- * the stream rather than a reset that could discard replies still queued,
- * and wait (bounded) for its own.  nbd.ko marks the connection dead on
- * our FIN and sends no more on it; what it sent meanwhile is read and
- * counted here, never executed: it has no reply coming, so the client
- * will retry it on another connection after its request timeout.
+ * send the replies and reset the connection right behind them.  Not a
+ * FIN: nbd.ko marks a connection dead only when its receiver reads the
+ * end of the stream, after completing the replies before it, and each
+ * completion may put a new request on the half-closed socket, which still
+ * sends; that request gets no reply until the client's timeout.  The
+ * reset, sent the moment the replies have left, arrives with them and
+ * closes the client's socket at once: the replies already queued there
+ * are still read, and a request sent after it fails to send, which nbd.ko
+ * requeues on another connection at once.  Requests that reached us after
+ * the last read are counted here, never executed: the client retries them
+ * (after its timeout).
  */
 static void knbd_conn_drain_close(struct knbd_conn *conn)
 {
 	unsigned long deadline = jiffies + KNBD_DRAIN_CLOSE_TIME;
+	struct sockaddr unspec = { .sa_family = AF_UNSPEC };
 	struct nbd_wire_request wire;
 	unsigned int dropped = 0;
 	struct knbd_cmd cmd;
 
-	/* the FIN rides on the last corked reply (tcp_send_fin pushes it) */
-	kernel_sock_shutdown(conn->sock, SHUT_WR);
-	while (time_before(jiffies, deadline)) {
-		int ret = knbd_recv_stalls(conn->sock, &wire, sizeof(wire), 0, 5);
-
-		if (ret == -ETIMEDOUT)
-			continue;
-		if (ret || knbd_proto_decode_request(&wire, &cmd))
-			break;
-		if (cmd.type == NBD_CMD_DISC)
+	while (time_before(jiffies, deadline) &&
+	       !knbd_recv_stalls(conn->sock, &wire, sizeof(wire), MSG_DONTWAIT, 5)) {
+		if (knbd_proto_decode_request(&wire, &cmd) || cmd.type == NBD_CMD_DISC)
 			break;
 		dropped++;
 		if (knbd_proto_payload_len(&cmd) > KNBD_MAX_REQ_BYTES ||
@@ -721,6 +797,15 @@ static void knbd_conn_drain_close(struct knbd_conn *conn)
 		pr_info_ratelimited("client %pISpc: %u request(s) sent after the drain left unanswered, for the client to retry\n",
 				    &conn->peer, dropped);
 	}
+
+	tcp_sock_set_cork(conn->sock->sk, false);
+	while (!knbd_sock_sent_all(conn->sock) && time_before(jiffies, deadline))
+		usleep_range(100, 200);
+	if (!knbd_sock_sent_all(conn->sock))
+		pr_info_ratelimited("client %pISpc: drained connection still has replies unsent after %d s, resetting it\n",
+				    &conn->peer, KNBD_DRAIN_CLOSE_TIME / HZ);
+	/* connect(AF_UNSPEC): tcp_disconnect(), a reset now, not at release */
+	kernel_connect(conn->sock, &unspec, sizeof(unspec), 0);
 }
 
 /*
@@ -773,13 +858,14 @@ static void knbd_conn_recv_work(struct work_struct *work)
 	} else if (!knbd_handshake(conn) && conn->vol) {
 		knbd_sock_set_rcvtimeo(conn->sock, KNBD_CONN_POLL);
 		WRITE_ONCE(conn->state, KNBD_CONN_TRANSMISSION);
-		knbd_transmission(conn);
+		while (knbd_transmission(conn) && !knbd_conn_drain_settled(conn))
+			;
 	}
 
 	/* Answer everything already read before the socket goes away. */
 	WRITE_ONCE(conn->state, KNBD_CONN_CLOSING);
 	if (READ_ONCE(conn->draining))
-		knbd_conn_drain_gather(conn);
+		knbd_conn_drain_release(conn);
 	wait_event(conn->wait, knbd_conn_idle(conn));
 	if (READ_ONCE(conn->draining))
 		knbd_conn_drain_close(conn);

@@ -67,7 +67,9 @@
 #define KNBD_DRAIN_READ_TIME		(2 * HZ)
 /* ... gathers the replies of what it read for at most this long ... */
 #define KNBD_DRAIN_GATHER_TIME		(10 * HZ)
-/* ... and after its FIN waits this long for the client's. */
+/* ... holds them once nothing is queued and waits this long for stragglers ... */
+#define KNBD_DRAIN_QUIET_MS		100
+/* ... and waits this long for them to leave before its reset. */
 #define KNBD_DRAIN_CLOSE_TIME		(5 * HZ)
 
 /* Server-to-server links. */
@@ -218,14 +220,16 @@ bool knbd_load_fresh(unsigned long now, unsigned long at, unsigned long tick);
 
 #define KNBD_CM_DEFAULT_THRESHOLD_PCT	130
 #define KNBD_CM_DEFAULT_CLEAR_PCT	110
-#define KNBD_CM_DEFAULT_HOLD_MS		1500
-#define KNBD_CM_DEFAULT_INTERVAL_MS	1500
+#define KNBD_CM_DEFAULT_HOLD_MS		1000
+#define KNBD_CM_DEFAULT_INTERVAL_MS	1000
 /*
  * The policy looks at loads smoothed further (weight 1/8 per tick, ~1.6 s
  * at 200 ms): a move costs the client a reconnect, so a few noisy ticks
  * must not trigger one.
  */
 #define KNBD_CM_EWMA_SHIFT		3
+/* A moved client not back in the group's connection count by then is gone. */
+#define KNBD_CM_LAND_TIME		(3 * HZ)
 #define KNBD_CM_DEFAULT_MIN_LOAD	20000	/* milli: 20 weighted ops/s */
 #define KNBD_CM_MAX_PCT			1000
 #define KNBD_CM_MAX_MS			600000
@@ -243,6 +247,7 @@ struct knbd_cm_params {
 struct knbd_cm_member {
 	u32 id;
 	u64 load;
+	u32 conns;		/* its client connections */
 	bool fresh;		/* report recent enough to use */
 	bool shedding;		/* says it is moving connections now */
 };
@@ -251,6 +256,9 @@ struct knbd_cm_member {
 struct knbd_cm_state {
 	unsigned long over_since;
 	unsigned long last_move;
+	unsigned long landed_at;	/* the last moved client seen back */
+	u32 conns_before;	/* the group's client connections at the move */
+	bool landing;		/* the moved client has not reconnected yet */
 	bool active;		/* above threshold, not yet under clear */
 };
 
@@ -277,8 +285,9 @@ enum knbd_cm_verdict knbd_cm_assess(const struct knbd_cm_params *p,
 				    struct knbd_cm_state *st,
 				    const struct knbd_cm_member *m, unsigned int nr,
 				    unsigned int self, unsigned long now);
-u64 knbd_cm_target(const struct knbd_cm_member *m, unsigned int nr,
-		   unsigned int self);
+void knbd_cm_moved(struct knbd_cm_state *st, const struct knbd_cm_member *m,
+		   unsigned int nr, unsigned long now);
+u64 knbd_cm_target(const struct knbd_cm_group *g, u64 own);
 int knbd_cm_pick(const u64 *conn_load, unsigned int nr, u64 own, u64 min,
 		 u64 target);
 const char *knbd_cm_verdict_name(enum knbd_cm_verdict v);
@@ -517,6 +526,7 @@ struct knbd_conn {
 	bool draining;
 	unsigned long drain_at;
 	atomic_t reply_waiters;		/* replies ready, held back by a drain */
+	bool replies_held;		/* the receiver holds send_lock for it */
 
 	/* Scratch space for the handshake and for draining refused payloads. */
 	void *buf;

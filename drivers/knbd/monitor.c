@@ -76,7 +76,8 @@ static void knbd_load_sample_conns(struct knbd_node *node, u32 elapsed_ms)
 			continue;
 		}
 		clients += conn->load;
-		if (READ_ONCE(conn->state) != KNBD_CONN_HANDSHAKE)
+		/* serving ones only: a drained one is as good as gone */
+		if (READ_ONCE(conn->state) == KNBD_CONN_TRANSMISSION)
 			nr_clients++;
 		/* a gauge for the stats: a stale value is as good as any */
 		inflight += data_race(conn->inflight);
@@ -122,7 +123,8 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	struct knbd_peer *peer;
 	struct knbd_conn *conn;
 	unsigned int nr = 1, nc = 0, i;
-	u64 target, min = U64_MAX, mean = 0, own;
+	struct knbd_cm_group g;
+	u64 target, own;
 	int pick, ret;
 
 	if (!READ_ONCE(node->cm_enabled)) {
@@ -144,6 +146,7 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	m[0] = (struct knbd_cm_member){
 		.id = node->node_id,
 		.load = node->cm_load,
+		.conns = READ_ONCE(node->client_conns),
 		.fresh = true,
 		.shedding = READ_ONCE(node->cm_shedding),
 	};
@@ -162,6 +165,7 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 		m[nr++] = (struct knbd_cm_member){
 			.id = peer->node_id,
 			.load = peer->cm_load,
+			.conns = READ_ONCE(peer->remote_conns),
 			.fresh = fresh,
 			.shedding = READ_ONCE(peer->remote_flags) & KNBD_LOAD_F_SHEDDING,
 		};
@@ -176,12 +180,8 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	if (v != KNBD_CM_MOVE)
 		return;
 
-	for (i = 0; i < nr; i++) {
-		if (!m[i].fresh)
-			continue;
-		min = min(min, m[i].load);
-	}
-	target = knbd_cm_target(m, nr, 0);
+	knbd_cm_group(m, nr, &g);
+	target = knbd_cm_target(&g, m[0].load);
 	/* Oldest first (list order): ties go to the longest-lived connection. */
 	mutex_lock(&node->conns_lock);
 	list_for_each_entry(conn, &node->conns, node_entry) {
@@ -202,16 +202,17 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	 */
 	for (i = 0, own = 0; i < nc; i++)
 		own += mon->conn_load[i];
-	pick = nc < 2 ? -1 : knbd_cm_pick(mon->conn_load, nc, own, min, target);
+	pick = nc < 2 ? -1 : knbd_cm_pick(mon->conn_load, nc, own, g.min, target);
 	if (pick < 0) {
 		atomic64_inc(&node->cm_skipped);
 		pr_info_ratelimited("node %s: over-utilised (load %llu, least loaded member %llu) but none of its %u client connections would even it out\n",
 				    config_item_name(&node->group.cg_item),
-				    div_u64(m[0].load, 1000), div_u64(min, 1000), nc);
+				    div_u64(m[0].load, 1000), div_u64(g.min, 1000), nc);
 		return;
 	}
 	ret = knbd_conn_drain(node, mon->conn_id[pick], false);
 	if (!ret) {
+		knbd_cm_moved(&node->cm_state, m, nr, now);
 		/*
 		 * The smoothed figures take seconds to show a move; until
 		 * then the next decision would see the same imbalance and
@@ -223,19 +224,17 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 		WRITE_ONCE(node->cm_load, node->cm_load > l ? node->cm_load - l : 0);
 		rcu_read_lock();
 		list_for_each_entry_rcu(peer, &node->peers, node_entry) {
-			if (peer->cm_fresh && peer->cm_load == min) {
+			if (peer->cm_fresh && peer->cm_load == g.min) {
 				WRITE_ONCE(peer->cm_load, peer->cm_load + l);
 				break;
 			}
 		}
 		rcu_read_unlock();
 	}
-	for (i = 0; i < nr; i++)
-		mean += m[i].fresh ? m[i].load : 0;
-	pr_info_ratelimited("node %s: over-utilised (load %llu, group of %u: min %llu, sum %llu): %s client connection %llu (load %llu, wanted %llu)\n",
+	pr_info_ratelimited("node %s: over-utilised (load %llu, group of %u: min %llu, mean %llu): %s client connection %llu (load %llu, wanted %llu)\n",
 			    config_item_name(&node->group.cg_item),
-			    div_u64(m[0].load, 1000), nr, div_u64(min, 1000),
-			    div_u64(mean, 1000), ret ? "could not move" : "moving",
+			    div_u64(m[0].load, 1000), g.nr, div_u64(g.min, 1000),
+			    div_u64(g.mean, 1000), ret ? "could not move" : "moving",
 			    mon->conn_id[pick], div_u64(mon->conn_load[pick], 1000),
 			    div_u64(target, 1000));
 }
