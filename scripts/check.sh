@@ -128,7 +128,9 @@ run_vm_suite() {
 	rc=$?
 	grep -a -E '^(PASS|FAIL): ' "$out/results.txt" 2>/dev/null | sed "s/^\(PASS\|FAIL\): /\1: $label./" |
 		tee -a "$RESULTS"
-	if [ $rc -ne 0 ] && ! grep -q '^FAIL: ' "$out/results.txt" 2>/dev/null; then
+	# A failed test makes the run exit 1 and is counted above; a timeout (124) or
+	# a crash leaves tests unrun, which must count even after an earlier FAIL.
+	if [ $rc -eq 124 ] || { [ $rc -ne 0 ] && ! grep -q '^FAIL: ' "$out/results.txt" 2>/dev/null; }; then
 		tail -40 "$LOGDIR/vm-$label.log"
 		fail "$label.run" "VM run exited $rc, see $LOGDIR/vm-$label.log"
 	fi

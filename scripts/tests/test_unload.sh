@@ -114,8 +114,9 @@ chk_unload_under_load() {
 	qio_loop "$KNBD_TMP/qio.log" &
 	local qpid=$!
 	PIDS+=("$qpid")
-	# I/O really flows before we pull the plug
-	wait_until 30 io_moving || { why "no I/O progress on volume a before teardown"; return 1; }
+	# I/O really flows before we pull the plug (fio takes over 30 s to start on
+	# the KASAN/lockdep debug kernel under TCG)
+	wait_until 120 io_moving || { why "no I/O progress on volume a before teardown"; return 1; }
 	wait_until 30 grep -q '^ok' "$KNBD_TMP/qio.log" || { why "qemu-io loop never succeeded before teardown: $(head -n 3 "$KNBD_TMP/qio.log" 2>/dev/null)"; return 1; }
 	sleep 2
 	pid_gone "$fpid" && { why "fio ended before the teardown: $(tail -n 5 "$KNBD_OUT/fio-unload.txt")"; return 1; }
