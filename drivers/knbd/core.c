@@ -573,6 +573,12 @@ static int knbd_reject(struct knbd_conn *conn, const struct knbd_cmd *cmd,
 	return knbd_conn_send_reply(conn, cmd->cookie, nbd_err, NULL, 0, 0);
 }
 
+/* Data queued to read (lockless: a hint, the reader finds out for sure). */
+static bool knbd_sock_has_data(struct socket *sock)
+{
+	return !skb_queue_empty_lockless(&sock->sk->sk_receive_queue);
+}
+
 /*
  * A draining receiver found nothing queued: hold the replies back (take
  * send_lock) and make sure nothing more comes.  A request that a reply
@@ -582,11 +588,10 @@ static int knbd_reject(struct knbd_conn *conn, const struct knbd_cmd *cmd,
 static bool knbd_conn_drain_hold(struct knbd_conn *conn)
 {
 	unsigned long until = jiffies + msecs_to_jiffies(KNBD_DRAIN_QUIET_MS);
-	struct sock *sk = conn->sock->sk;
 
 	mutex_lock(&conn->send_lock);
 	for (;;) {
-		if (!skb_queue_empty_lockless(&sk->sk_receive_queue))
+		if (knbd_sock_has_data(conn->sock))
 			break;
 		if (time_after(jiffies, until)) {
 			conn->replies_held = true;
@@ -715,18 +720,24 @@ static void knbd_conn_drain_gather(struct knbd_conn *conn)
 				    &conn->peer, KNBD_DRAIN_GATHER_TIME / HZ);
 }
 
+static void knbd_conn_drain_unhold(struct knbd_conn *conn)
+{
+	conn->replies_held = false;
+	mutex_unlock(&conn->send_lock);
+}
+
+/* Gathered replies go into the corked socket, to wait there for the reset. */
 static void knbd_conn_drain_release(struct knbd_conn *conn)
 {
 	knbd_conn_drain_gather(conn);
 	tcp_sock_set_cork(conn->sock->sk, true);
-	conn->replies_held = false;
-	mutex_unlock(&conn->send_lock);
+	knbd_conn_drain_unhold(conn);
 }
 
 /* Requests came while the drain held back: serve them, if not read long enough. */
 static bool knbd_conn_drain_more(struct knbd_conn *conn)
 {
-	return !skb_queue_empty_lockless(&conn->sock->sk->sk_receive_queue) &&
+	return knbd_sock_has_data(conn->sock) &&
 	       time_before(jiffies, conn->drain_at + KNBD_DRAIN_READ_TIME);
 }
 
@@ -741,16 +752,13 @@ static bool knbd_conn_drain_more(struct knbd_conn *conn)
 static bool knbd_conn_drain_settled(struct knbd_conn *conn)
 {
 	knbd_conn_drain_gather(conn);
-	if (!knbd_conn_drain_more(conn)) {
-		tcp_sock_set_cork(conn->sock->sk, true);
-		conn->replies_held = false;
-		mutex_unlock(&conn->send_lock);
-		wait_event(conn->wait, knbd_conn_idle(conn));
-		return !knbd_conn_drain_more(conn);
+	if (knbd_conn_drain_more(conn)) {
+		knbd_conn_drain_unhold(conn);
+		return false;
 	}
-	conn->replies_held = false;
-	mutex_unlock(&conn->send_lock);
-	return false;
+	knbd_conn_drain_release(conn);
+	wait_event(conn->wait, knbd_conn_idle(conn));
+	return !knbd_conn_drain_more(conn);
 }
 
 /* Everything written to @sock has left at least once (a reset drops the rest). */
