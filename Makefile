@@ -4,7 +4,8 @@
 #   make                 build knbd.ko against the installed Debian kernel
 #   make KDIR=/path      build against another kernel tree
 #   make demo            install deps, boot a VM, serve a volume, run fio
-#   make check           install deps, run every test (CI runs this)
+#   make check           install deps, run every test, the debug-kernel run last (CI runs this)
+#   make check-debug     only the debug-kernel run (KASAN, lockdep, kmemleak... kernel)
 #   make C=1             build with sparse
 #   make tools           build tools/knbd-reconnect (userspace reconnect helper for nbd.ko)
 
@@ -51,4 +52,4 @@ check-debug:
 	scripts/check.sh debug
 
 help:
-	@sed -n '3,11p' Makefile
+	@sed -n '3,12p' Makefile

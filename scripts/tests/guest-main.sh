@@ -6,6 +6,8 @@
 # TEST is a file name under scripts/tests (test_proto.sh), or its short name
 # (proto); default: every scripts/tests/test_*.sh in name order.
 # Options: --limit SECS   time limit per test file (default 600, env KNBD_TEST_LIMIT)
+#          --env KNBD_X=V  export a setting to the tests (the VM does not inherit the
+#                          host's environment), e.g. KNBD_CASES=REGEX (lib.sh t_run)
 #
 # Each test file runs in its own session (process group) with a time limit;
 # afterwards the runner forces a clean state (nbd-client -d, configfs rmdir,
@@ -25,6 +27,11 @@ while [ $# -gt 0 ]; do
 	case $1 in
 	--limit) limit=$2; shift 2 ;;
 	--limit=*) limit=${1#*=}; shift ;;
+	--env)
+		[[ ${2:-} =~ ^KNBD_[A-Z0-9_]+= ]] || { echo "guest-main: --env wants KNBD_NAME=VALUE, not '${2:-}'" >&2; exit 2; }
+		export "${2?}"
+		shift 2
+		;;
 	*)
 		t=$1
 		t=${t##*/}
@@ -67,6 +74,7 @@ else
 	log "guest-main: WARNING: $KNBD_KO does not exist; every test will fail"
 fi
 log "guest-main: tests: ${tests[*]} (limit ${limit}s each)"
+[ -z "${KNBD_CASES:-}" ] || log "guest-main: only the checks matching KNBD_CASES=$KNBD_CASES"
 
 modprobe configfs 2>/dev/null
 mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config 2>/dev/null
@@ -144,7 +152,9 @@ for t in "${tests[@]}"; do
 	knbd_loaded && left="$left knbd-loaded"
 	[ -n "$(ls -A "$KNBD_CFS/nodes" 2>/dev/null)" ] && left="$left configfs-nodes"
 	for d in /sys/block/nbd*; do
-		[ "$(cat "$d/size" 2>/dev/null)" = 0 ] || left="$left ${d##*/}"
+		sz=0
+		read -r sz <"$d/size" 2>/dev/null	# no process per device: slow on debug kernels
+		[ "$sz" = 0 ] || left="$left ${d##*/}"
 	done
 	if [ -n "$left" ]; then
 		log "guest-main: $t left:$left; forcing cleanup"

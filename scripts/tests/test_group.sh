@@ -1,7 +1,9 @@
 #!/bin/bash
 # Partitioned volumes over a group of three members (m1, m2, m3) in one
 # kernel, each node in its own network namespace behind a bridge
-# (group_lib.sh); clients run in the root namespace.  Volume gv: 256 MiB,
+# (group_lib.sh); clients run in the root namespace.  Volume gv: 256 MiB
+# (KNBD_GROUP_MB; with less than 40, group_straddle works in a window of the
+# whole volume and group_peer_down on its first 24 extents or fewer),
 # 1 MiB extents, "epoch 1; stripe 1 2 3" (extent i is owned by member i%3+1).
 #
 #   group_up                  three members, six links "up"
@@ -31,8 +33,10 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/group_lib.sh"
 
 VOL=gv
-SIZE=$((256 << 20))
+SIZE=$((${KNBD_GROUP_MB:-256} << 20))
 EXT=$((1 << 20))
+WINDOW=$((SIZE < (40 << 20) ? SIZE : 40 << 20))	# group_straddle's working window
+NRD=$((SIZE / EXT < 24 ? SIZE / EXT : 24))		# extents group_peer_down reads
 PY=$here/test_group_proto.py
 PIDS=()
 UP=0	# group set up successfully
@@ -158,7 +162,7 @@ chk_straddle() {
 	local out rc=0
 	stats_snap "$KNBD_TMP/st-before"
 	with_timeout 600 python3 "$PY" straddle "$GRP_NET.1" "$GRP_PORT" "$VOL" --size "$SIZE" \
-		--ext "$EXT" --stripe 1,2,3 --window 40M --model "$KNBD_TMP/model.bin" \
+		--ext "$EXT" --stripe 1,2,3 --window "$WINDOW" --model "$KNBD_TMP/model.bin" \
 		>"$KNBD_OUT/group-straddle.txt" 2>&1 || rc=$?
 	stats_snap "$KNBD_TMP/st-after"
 	[ "$rc" = 0 ] || { why "straddle (rc $rc): $(tail -n 1 "$KNBD_OUT/group-straddle.txt")"; return 1; }
@@ -321,11 +325,11 @@ chk_epoch_mismatch() {
 }
 
 # background reader for group_peer_down: 64 KiB direct reads over extents
-# 0..23 until FILE.stop exists (or 120 s); one line per read: extent owner rc ms
+# 0..NRD-1 until FILE.stop exists (or 120 s); one line per read: extent owner rc ms
 peer_down_reader() {
 	local f=$1 n=0 e t0 t1 rc end=$((SECONDS + 120))
 	while [ ! -e "$f.stop" ] && [ "$SECONDS" -lt "$end" ]; do
-		e=$((n % 24))
+		e=$((n % NRD))
 		t0=${EPOCHREALTIME/./}
 		timeout 40 dd if=/dev/nbd0 of=/dev/null bs=65536 count=1 skip=$((e * EXT + (n % 8) * 65536)) \
 			iflag=direct,skip_bytes status=none 2>/dev/null
@@ -340,8 +344,8 @@ chk_peer_down() {
 	need_up || return 1
 	local ref rd=$KNBD_TMP/reader.txt t0 dt pid mark nok nbad slow cfail
 	DEV_READ_TIMEOUT=120
-	ref=$(dev_md5 /dev/nbd0 0 $((24 * EXT)))
-	[ -n "$ref" ] || { why "reading the first 24 MiB failed before the test"; return 1; }
+	ref=$(dev_md5 /dev/nbd0 0 $((NRD * EXT)))
+	[ -n "$ref" ] || { why "reading the first $NRD MiB failed before the test"; return 1; }
 	rm -f "$rd" "$rd.stop"
 	peer_down_reader "$rd" &
 	pid=$!
@@ -381,7 +385,7 @@ chk_peer_down() {
 	[ "$nbad" = 0 ] || { why "$nbad reads of m1/m2 extents failed while m3 went away"; return 1; }
 	[ "$slow" = 0 ] || { why "$slow reads took over 30 s"; return 1; }
 	[ "$cfail" -gt 0 ] || { why "the background reader saw no failure on m3's extents while m3 was down"; return 1; }
-	[ "$(dev_md5 /dev/nbd0 0 $((24 * EXT)))" = "$ref" ] || { why "first 24 MiB differ (or fail) after m3 came back"; return 1; }
+	[ "$(dev_md5 /dev/nbd0 0 $((NRD * EXT)))" = "$ref" ] || { why "first $NRD MiB differ (or fail) after m3 came back"; return 1; }
 }
 
 peer_not_up() { [ "$(grp_peer_state "$1" "$2")" != up ]; }
