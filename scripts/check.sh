@@ -168,8 +168,6 @@ stage_debug() {
 	fi
 	kernel=$(scripts/debug-kernel.sh --print-kernel)
 	kdir=$(scripts/debug-kernel.sh --print-kdir)
-	# The bzImage is booted as is (KNBD_NO_PVH below): the PVH entry of this allnoconfig-based,
-	# non-relocatable kernel dies in QEMU before its first console line.
 	# Build knbd for the debug kernel in a scratch copy, not over the Debian build.
 	rm -rf "$CACHE/knbd-debug-build"
 	mkdir -p "$CACHE/knbd-debug-build"
@@ -189,6 +187,8 @@ stage_debug() {
 	# and during a connection storm, and a 3-member group (forwarding, straddling requests, a
 	# peer going away and back) on an 8 MiB volume. KNBD_DEBUG_TESTS / KNBD_DEBUG_CASES
 	# (KNBD_DEBUG_CASES='.*' for all of their checks) widen it.
+	# The bzImage is booted as is (KNBD_NO_PVH): the PVH entry of this allnoconfig-based,
+	# non-relocatable kernel dies in QEMU before its first console line.
 	local cases='proto_.*'
 	cases+='|cfg_(load|defaults|node_bad_values|vol_bad_values|rmdir_vol_under_nbd_client'
 	cases+='|node_disable_closes_clients|rmmod_in_use)'
