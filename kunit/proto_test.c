@@ -17,7 +17,7 @@
 
 #include "knbd.h"
 
-/* NBD_REP_ERR_INVALID as it is on the wire: error bit | 3. */
+/* KNBD_NBD_REP_ERR_INVALID as it is on the wire: error bit | 3. */
 #define REP_ERR_INVALID		0x80000003U
 
 /* Reply error values of the protocol document. */
@@ -191,7 +191,7 @@ static void decode_opt_fields(struct kunit *test)
 {
 	static const u8 bytes[] = {
 		'I', 'H', 'A', 'V', 'E', 'O', 'P', 'T',
-		0x00, 0x00, 0x00, 0x07,		/* NBD_OPT_GO */
+		0x00, 0x00, 0x00, 0x07,		/* KNBD_NBD_OPT_GO */
 		0x00, 0x00, 0x01, 0x0a,		/* 266 bytes of data */
 	};
 	struct nbd_wire_opt wire;
@@ -243,8 +243,8 @@ static void encode_opt_reply_bytes(struct kunit *test)
 {
 	static const u8 want[] = {
 		0x00, 0x03, 0xe8, 0x89, 0x04, 0x55, 0x65, 0xa9,
-		0x00, 0x00, 0x00, 0x07,		/* NBD_OPT_GO */
-		0x00, 0x00, 0x00, 0x03,		/* NBD_REP_INFO */
+		0x00, 0x00, 0x00, 0x07,		/* KNBD_NBD_OPT_GO */
+		0x00, 0x00, 0x00, 0x03,		/* KNBD_NBD_REP_INFO */
 		0x00, 0x00, 0x00, 0x0c,		/* 12 bytes */
 	};
 	struct nbd_wire_opt_reply reply;
@@ -259,7 +259,7 @@ static void encode_opt_reply_error_bytes(struct kunit *test)
 	static const u8 want[] = {
 		0x00, 0x03, 0xe8, 0x89, 0x04, 0x55, 0x65, 0xa9,
 		0x12, 0x34, 0x56, 0x78,		/* unknown option echoed */
-		0x80, 0x00, 0x00, 0x01,		/* NBD_REP_ERR_UNSUP */
+		0x80, 0x00, 0x00, 0x01,		/* KNBD_NBD_REP_ERR_UNSUP */
 		0x00, 0x00, 0x00, 0x00,
 	};
 	struct nbd_wire_opt_reply reply;
@@ -269,7 +269,7 @@ static void encode_opt_reply_error_bytes(struct kunit *test)
 	EXPECT_WIRE(test, reply, want);
 }
 
-/* ---- NBD_OPT_GO / NBD_OPT_INFO data ---- */
+/* ---- KNBD_NBD_OPT_GO / KNBD_NBD_OPT_INFO data ---- */
 
 static void parse_go_name_only(struct kunit *test)
 {
@@ -507,7 +507,7 @@ static void transmission_flags_ro(struct kunit *test)
 static void encode_info_export_rw_bytes(struct kunit *test)
 {
 	static const u8 want[] = {
-		0x00, 0x00,					/* NBD_INFO_EXPORT */
+		0x00, 0x00,					/* KNBD_NBD_INFO_EXPORT */
 		0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,	/* size */
 		0x01, 0x6d,					/* flags */
 	};
@@ -537,7 +537,7 @@ static void encode_info_export_ro_bytes(struct kunit *test)
 static void encode_info_block_size_bytes(struct kunit *test)
 {
 	static const u8 want[] = {
-		0x00, 0x03,			/* NBD_INFO_BLOCK_SIZE */
+		0x00, 0x03,			/* KNBD_NBD_INFO_BLOCK_SIZE */
 		0x00, 0x00, 0x02, 0x00,		/* minimum 512 */
 		0x00, 0x00, 0x10, 0x00,		/* preferred 4096 */
 		0x02, 0x00, 0x00, 0x00,		/* maximum 32 MiB */

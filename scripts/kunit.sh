@@ -130,7 +130,7 @@ stage=$(mktemp -d "$CACHE/stage.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/include/knbd"
 cp "$REPO/kunit/Kconfig" "$REPO/kunit/Makefile" "$REPO/kunit/.kunitconfig" "$stage/"
-cp "$REPO"/include/knbd/*.h "$stage/include/knbd/"
+cp "$REPO"/include/knbd/*.h "$REPO"/include/uapi/knbd/*.h "$stage/include/knbd/"
 cp "$REPO"/drivers/knbd/*.h "$stage/"
 # kunit/*.c: the suites, plus any helper such as kunit/<unit>_stubs.c defining what a unit
 # references but its suite never reaches (6.1 has no KUnit static stubs).

@@ -40,32 +40,12 @@
 #include <netlink/genl/ctrl.h>
 #include <netlink/genl/genl.h>
 
+#include <knbd/nbd_proto.h>
+
 /* ------------------------------------------------ NBD protocol constants -- */
 
-#define NBD_MAGIC_INIT		0x4e42444d41474943ULL	/* "NBDMAGIC" */
-#define NBD_MAGIC_IHAVEOPT	0x49484156454f5054ULL	/* "IHAVEOPT" */
-#define NBD_MAGIC_OLDSTYLE	0x0000420281861253ULL
-#define NBD_MAGIC_OPT_REPLY	0x0003e889045565a9ULL
-
-#define NBD_HS_FIXED_NEWSTYLE	(1U << 0)
-#define NBD_HS_NO_ZEROES	(1U << 1)
-#define NBD_CL_FIXED_NEWSTYLE	(1U << 0)
-#define NBD_CL_NO_ZEROES	(1U << 1)
-
-#define NBD_OPT_EXPORT_NAME	1
-#define NBD_OPT_GO		7
-
-#define NBD_REP_ACK		1
-#define NBD_REP_INFO		3
-#define NBD_REP_FLAG_ERROR	(1U << 31)
-#define NBD_REP_ERR_UNSUP	(NBD_REP_FLAG_ERROR | 1)
-
-#define NBD_INFO_EXPORT		0
-#define NBD_INFO_BLOCK_SIZE	3
-
-#define NBD_FLAG_HAS_FLAGS	(1U << 0)
-#define NBD_FLAG_READ_ONLY	(1U << 1)
-
+/* The wire constants: the module's one copy (include/knbd/nbd_proto.h). */
+#define NBD_MAGIC_OLDSTYLE	0x0000420281861253ULL	/* refused: oldstyle server */
 #define NBD_MAX_NAME		4096	/* protocol limit for export names */
 #define NBD_MAX_REPLY		65536	/* longest option reply we accept */
 #define NBD_MAX_REPLIES		64	/* option replies to one GO */
@@ -320,15 +300,15 @@ static uint8_t *put_be16(uint8_t *p, uint16_t v)
 static const char *rep_err_name(uint32_t t)
 {
 	switch (t) {
-	case NBD_REP_FLAG_ERROR | 1: return "NBD_REP_ERR_UNSUP";
-	case NBD_REP_FLAG_ERROR | 2: return "NBD_REP_ERR_POLICY";
-	case NBD_REP_FLAG_ERROR | 3: return "NBD_REP_ERR_INVALID";
-	case NBD_REP_FLAG_ERROR | 4: return "NBD_REP_ERR_PLATFORM";
-	case NBD_REP_FLAG_ERROR | 5: return "NBD_REP_ERR_TLS_REQD";
-	case NBD_REP_FLAG_ERROR | 6: return "NBD_REP_ERR_UNKNOWN";
-	case NBD_REP_FLAG_ERROR | 7: return "NBD_REP_ERR_SHUTDOWN";
-	case NBD_REP_FLAG_ERROR | 8: return "NBD_REP_ERR_BLOCK_SIZE_REQD";
-	case NBD_REP_FLAG_ERROR | 9: return "NBD_REP_ERR_TOO_BIG";
+	case KNBD_NBD_REP_ERR_UNSUP: return "NBD_REP_ERR_UNSUP";
+	case KNBD_NBD_REP_ERR_POLICY: return "NBD_REP_ERR_POLICY";
+	case KNBD_NBD_REP_ERR_INVALID: return "NBD_REP_ERR_INVALID";
+	case KNBD_NBD_REP_ERR_PLATFORM: return "NBD_REP_ERR_PLATFORM";
+	case KNBD_NBD_REP_ERR_TLS_REQD: return "NBD_REP_ERR_TLS_REQD";
+	case KNBD_NBD_REP_ERR_UNKNOWN: return "NBD_REP_ERR_UNKNOWN";
+	case KNBD_NBD_REP_ERR_SHUTDOWN: return "NBD_REP_ERR_SHUTDOWN";
+	case KNBD_NBD_REP_ERR_BLOCK_SIZE_REQD: return "NBD_REP_ERR_BLOCK_SIZE_REQD";
+	case KNBD_NBD_REP_ERR_TOO_BIG: return "NBD_REP_ERR_TOO_BIG";
 	default: return "NBD_REP_ERR_?";
 	}
 }
@@ -395,18 +375,18 @@ next:
 	return fd;
 }
 
-/* NBD_OPT_EXPORT_NAME, for servers without NBD_OPT_GO */
+/* KNBD_NBD_OPT_EXPORT_NAME, for servers without KNBD_NBD_OPT_GO */
 static int hs_export_name(int fd, bool no_zeroes, struct export_info *ei, int64_t dl)
 {
 	uint8_t hdr[16], rep[10 + 124];
 	size_t nlen = strlen(opt.export_name);
 
-	put_be32(put_be32(put_be64(hdr, NBD_MAGIC_IHAVEOPT), NBD_OPT_EXPORT_NAME), nlen);
-	if (write_full(fd, hdr, sizeof(hdr), dl, "NBD_OPT_EXPORT_NAME") ||
+	put_be32(put_be32(put_be64(hdr, KNBD_NBD_MAGIC_IHAVEOPT), KNBD_NBD_OPT_EXPORT_NAME), nlen);
+	if (write_full(fd, hdr, sizeof(hdr), dl, "KNBD_NBD_OPT_EXPORT_NAME") ||
 	    write_full(fd, opt.export_name, nlen, dl, "the export name"))
 		return -1;
 	if (read_full(fd, rep, no_zeroes ? 10 : sizeof(rep), dl,
-		      "the NBD_OPT_EXPORT_NAME reply (the server closes it for an unknown export)"))
+		      "the KNBD_NBD_OPT_EXPORT_NAME reply (the server closes it for an unknown export)"))
 		return -1;
 	ei->size = get_be64(rep);
 	ei->flags = get_be16(rep + 8);
@@ -432,34 +412,34 @@ static int handshake(int fd, struct export_info *ei, int64_t dl)
 	memset(ei, 0, sizeof(*ei));
 	if (read_full(fd, greet, 16, dl, "the server greeting"))
 		return -1;
-	if (get_be64(greet) != NBD_MAGIC_INIT)
+	if (get_be64(greet) != KNBD_NBD_MAGIC_INIT)
 		return hs_fail("not an NBD server (bad greeting magic)");
 	magic = get_be64(greet + 8);
 	if (magic == NBD_MAGIC_OLDSTYLE)
 		return hs_fail("oldstyle NBD server: not supported");
-	if (magic != NBD_MAGIC_IHAVEOPT)
+	if (magic != KNBD_NBD_MAGIC_IHAVEOPT)
 		return hs_fail("bad greeting magic 0x%016" PRIx64, magic);
 	if (read_full(fd, greet + 16, 2, dl, "the handshake flags"))
 		return -1;
 	hflags = get_be16(greet + 16);
-	if (!(hflags & NBD_HS_FIXED_NEWSTYLE))
+	if (!(hflags & KNBD_NBD_HS_FLAG_FIXED_NEWSTYLE))
 		return hs_fail("server does not offer fixed newstyle (flags 0x%x)", hflags);
-	no_zeroes = hflags & NBD_HS_NO_ZEROES;
-	cflags = NBD_CL_FIXED_NEWSTYLE | (no_zeroes ? NBD_CL_NO_ZEROES : 0);
+	no_zeroes = hflags & KNBD_NBD_HS_FLAG_NO_ZEROES;
+	cflags = KNBD_NBD_CL_FLAG_FIXED_NEWSTYLE | (no_zeroes ? KNBD_NBD_CL_FLAG_NO_ZEROES : 0);
 	put_be32(greet, cflags);
 	if (write_full(fd, greet, 4, dl, "the client flags"))
 		return -1;
 
-	/* NBD_OPT_GO: name, one info request (block size) */
-	p = put_be64(buf, NBD_MAGIC_IHAVEOPT);
-	p = put_be32(p, NBD_OPT_GO);
+	/* KNBD_NBD_OPT_GO: name, one info request (block size) */
+	p = put_be64(buf, KNBD_NBD_MAGIC_IHAVEOPT);
+	p = put_be32(p, KNBD_NBD_OPT_GO);
 	p = put_be32(p, 4 + nlen + 2 + 2);
 	p = put_be32(p, nlen);
 	memcpy(p, opt.export_name, nlen);
 	p += nlen;
 	p = put_be16(p, 1);
-	p = put_be16(p, NBD_INFO_BLOCK_SIZE);
-	if (write_full(fd, buf, p - buf, dl, "NBD_OPT_GO"))
+	p = put_be16(p, KNBD_NBD_INFO_BLOCK_SIZE);
+	if (write_full(fd, buf, p - buf, dl, "KNBD_NBD_OPT_GO"))
 		return -1;
 
 	for (i = 0; i < NBD_MAX_REPLIES; i++) {
@@ -468,47 +448,47 @@ static int handshake(int fd, struct export_info *ei, int64_t dl)
 
 		if (read_full(fd, rh, sizeof(rh), dl, "an option reply"))
 			return -1;
-		if (get_be64(rh) != NBD_MAGIC_OPT_REPLY)
+		if (get_be64(rh) != KNBD_NBD_MAGIC_OPT_REPLY)
 			return hs_fail("bad option reply magic 0x%016" PRIx64, get_be64(rh));
 		ropt = get_be32(rh + 8);
 		type = get_be32(rh + 12);
 		len = get_be32(rh + 16);
-		if (ropt != NBD_OPT_GO)
-			return hs_fail("reply to option %u, expected NBD_OPT_GO", ropt);
+		if (ropt != KNBD_NBD_OPT_GO)
+			return hs_fail("reply to option %u, expected KNBD_NBD_OPT_GO", ropt);
 		if (len > sizeof(buf))
 			return hs_fail("option reply of %u bytes (limit %zu)", len, sizeof(buf));
 		if (read_full(fd, buf, len, dl, "option reply data"))
 			return -1;
 
-		if (type & NBD_REP_FLAG_ERROR) {
+		if (type & KNBD_NBD_REP_FLAG_ERROR) {
 			char msg[201];
 
-			if (type == NBD_REP_ERR_UNSUP && !have_export)
+			if (type == KNBD_NBD_REP_ERR_UNSUP && !have_export)
 				return hs_export_name(fd, no_zeroes, ei, dl);
 			printable(msg, sizeof(msg), buf, len);
 			return hs_fail("server refused export '%s': %s%s%s", opt.export_name,
 				       rep_err_name(type), msg[0] ? ": " : "", msg);
 		}
-		if (type == NBD_REP_ACK) {
+		if (type == KNBD_NBD_REP_ACK) {
 			if (!have_export)
-				return hs_fail("NBD_REP_ACK without NBD_INFO_EXPORT");
+				return hs_fail("KNBD_NBD_REP_ACK without KNBD_NBD_INFO_EXPORT");
 			return 0;
 		}
-		if (type != NBD_REP_INFO)
+		if (type != KNBD_NBD_REP_INFO)
 			return hs_fail("unexpected option reply type %u", type);
 		if (len < 2)
-			return hs_fail("NBD_REP_INFO of %u bytes", len);
+			return hs_fail("KNBD_NBD_REP_INFO of %u bytes", len);
 		switch (get_be16(buf)) {
-		case NBD_INFO_EXPORT:
+		case KNBD_NBD_INFO_EXPORT:
 			if (len != 12)
-				return hs_fail("NBD_INFO_EXPORT of %u bytes", len);
+				return hs_fail("KNBD_NBD_INFO_EXPORT of %u bytes", len);
 			ei->size = get_be64(buf + 2);
 			ei->flags = get_be16(buf + 10);
 			have_export = true;
 			break;
-		case NBD_INFO_BLOCK_SIZE:
+		case KNBD_NBD_INFO_BLOCK_SIZE:
 			if (len != 14)
-				return hs_fail("NBD_INFO_BLOCK_SIZE of %u bytes", len);
+				return hs_fail("KNBD_NBD_INFO_BLOCK_SIZE of %u bytes", len);
 			ei->min_bs = get_be32(buf + 2);
 			ei->pref_bs = get_be32(buf + 6);
 			ei->max_bs = get_be32(buf + 10);
@@ -518,7 +498,7 @@ static int handshake(int fd, struct export_info *ei, int64_t dl)
 			break;	/* name, description: not needed */
 		}
 	}
-	return hs_fail("more than %d replies to NBD_OPT_GO", NBD_MAX_REPLIES);
+	return hs_fail("more than %d replies to KNBD_NBD_OPT_GO", NBD_MAX_REPLIES);
 }
 
 /* ------------------------------------------------------------- the device -- */
@@ -788,7 +768,7 @@ static bool export_matches(const struct export_info *ei)
 			sectors << 9);
 		return false;
 	}
-	if (ro == 0 && (ei->flags & NBD_FLAG_READ_ONLY)) {
+	if (ro == 0 && (ei->flags & KNBD_NBD_FLAG_READ_ONLY)) {
 		hs_fail("export '%s' is read-only now, nbd%d is writable", opt.export_name,
 			opt.index);
 		return false;
@@ -820,7 +800,7 @@ static int reconnect_once(char *detail, size_t dlen)
 		return RC_FAIL;
 	}
 	snprintf(detail, dlen, "export size %" PRIu64 " flags 0x%x%s", ei.size, ei.flags,
-		 ei.via_export_name ? " (NBD_OPT_EXPORT_NAME)" : "");
+		 ei.via_export_name ? " (KNBD_NBD_OPT_EXPORT_NAME)" : "");
 	/*
 	 * nbd.ko answers 0 also when it had no dead connection to replace (it
 	 * then drops the socket). When it takes the socket and the device has a
@@ -842,7 +822,7 @@ static void usage(FILE *f)
 "       %s -c -H HOST [-p PORT] [-N EXPORT] [-d DEV]\n"
 "\n"
 "Keep an nbd.ko device fully connected: on every NBD_CMD_LINK_DEAD event for\n"
-"DEV, connect to HOST:PORT (the group address), negotiate EXPORT (NBD_OPT_GO)\n"
+"DEV, connect to HOST:PORT (the group address), negotiate EXPORT (KNBD_NBD_OPT_GO)\n"
 "and hand the socket to nbd.ko (NBD_CMD_RECONFIGURE), which puts it in the\n"
 "place of the dead connection. Retries with backoff (%d ms .. %d s).\n"
 "\n"
@@ -899,7 +879,7 @@ static int check_only(void)
 	printf("export '%s' size %" PRIu64 " flags 0x%x", opt.export_name, ei.size, ei.flags);
 	if (ei.have_bs)
 		printf(" block sizes %u/%u/%u", ei.min_bs, ei.pref_bs, ei.max_bs);
-	printf("%s\n", ei.via_export_name ? " (NBD_OPT_EXPORT_NAME)" : "");
+	printf("%s\n", ei.via_export_name ? " (KNBD_NBD_OPT_EXPORT_NAME)" : "");
 	return 0;
 }
 

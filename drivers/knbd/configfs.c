@@ -203,10 +203,10 @@ static ssize_t knbd_volume_description_store(struct config_item *item,
 	struct knbd_volume *vol = to_knbd_volume(item);
 	char *desc;
 
-	desc = knbd_strdup_line(page, count, NBD_MAX_STRING);
+	desc = knbd_strdup_line(page, count, KNBD_NBD_MAX_STRING);
 	if (IS_ERR(desc)) {
 		knbd_cfg_warn(item, "description longer than %d bytes\n",
-			      NBD_MAX_STRING);
+			      KNBD_NBD_MAX_STRING);
 		return PTR_ERR(desc);
 	}
 	if (!desc[0]) {

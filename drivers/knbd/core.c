@@ -337,22 +337,22 @@ static int knbd_opt_list(struct knbd_conn *conn)
 	mutex_lock(&node->lock);
 	/* Each entry: reply header, name length, name, description as details. */
 	cap = node->nr_volumes * (sizeof(struct nbd_wire_opt_reply) + 4 + NAME_MAX +
-				  NBD_MAX_STRING);
+				  KNBD_NBD_MAX_STRING);
 	buf = kvmalloc(cap ?: 1, GFP_KERNEL);
 	if (!buf) {
 		mutex_unlock(&node->lock);
-		return knbd_opt_reply(conn, NBD_OPT_LIST, NBD_REP_ERR_PLATFORM, NULL, 0);
+		return knbd_opt_reply(conn, KNBD_NBD_OPT_LIST, KNBD_NBD_REP_ERR_PLATFORM, NULL, 0);
 	}
 	list_for_each_entry(vol, &node->volumes, node_entry) {
 		const char *name = config_item_name(&vol->group.cg_item);
 		u32 nlen = min_t(size_t, strlen(name), NAME_MAX);
 		u32 dlen = vol->description ?
-			   min_t(size_t, strlen(vol->description), NBD_MAX_STRING) : 0;
+			   min_t(size_t, strlen(vol->description), KNBD_NBD_MAX_STRING) : 0;
 
 		if (!vol->enabled)
 			continue;
-		knbd_proto_encode_opt_reply((void *)(buf + used), NBD_OPT_LIST,
-					    NBD_REP_SERVER, 4 + nlen + dlen);
+		knbd_proto_encode_opt_reply((void *)(buf + used), KNBD_NBD_OPT_LIST,
+					    KNBD_NBD_REP_SERVER, 4 + nlen + dlen);
 		used += sizeof(struct nbd_wire_opt_reply);
 		put_unaligned_be32(nlen, buf + used);
 		memcpy(buf + used + 4, name, nlen);
@@ -366,7 +366,7 @@ static int knbd_opt_list(struct knbd_conn *conn)
 	kvfree(buf);
 	if (ret)
 		return ret;
-	return knbd_opt_reply(conn, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
+	return knbd_opt_reply(conn, KNBD_NBD_OPT_LIST, KNBD_NBD_REP_ACK, NULL, 0);
 }
 
 static int knbd_send_info_string(struct knbd_conn *conn, u32 option, u16 type,
@@ -379,12 +379,12 @@ static int knbd_send_info_string(struct knbd_conn *conn, u32 option, u16 type,
 		return -ENOMEM;
 	put_unaligned_be16(type, buf);
 	memcpy(buf + 2, str, len);
-	ret = knbd_opt_reply(conn, option, NBD_REP_INFO, buf, 2 + len);
+	ret = knbd_opt_reply(conn, option, KNBD_NBD_REP_INFO, buf, 2 + len);
 	kfree(buf);
 	return ret;
 }
 
-/* NBD_OPT_INFO and NBD_OPT_GO; returns 1 when transmission begins. */
+/* KNBD_NBD_OPT_INFO and KNBD_NBD_OPT_GO; returns 1 when transmission begins. */
 static int knbd_opt_info_go(struct knbd_conn *conn, u32 option, u32 len)
 {
 	struct knbd_node *node = conn->node;
@@ -411,7 +411,7 @@ static int knbd_opt_info_go(struct knbd_conn *conn, u32 option, u32 len)
 		if (go.want_name)
 			name = kstrdup(config_item_name(&vol->group.cg_item),
 				       GFP_KERNEL);
-		if (option == NBD_OPT_GO)
+		if (option == KNBD_NBD_OPT_GO)
 			knbd_conn_attach(conn, vol);
 	}
 	mutex_unlock(&node->lock);
@@ -419,37 +419,37 @@ static int knbd_opt_info_go(struct knbd_conn *conn, u32 option, u32 len)
 		pr_info_ratelimited("client %pISpc: unknown export '%.*s'\n",
 				    &conn->peer, (int)min_t(u32, go.name_len, 64),
 				    go.name);
-		return knbd_opt_reply(conn, option, NBD_REP_ERR_UNKNOWN, NULL, 0);
+		return knbd_opt_reply(conn, option, KNBD_NBD_REP_ERR_UNKNOWN, NULL, 0);
 	}
 
 	knbd_proto_encode_info_export(&ie, &ei);
-	ret = knbd_opt_reply(conn, option, NBD_REP_INFO, &ie, sizeof(ie));
+	ret = knbd_opt_reply(conn, option, KNBD_NBD_REP_INFO, &ie, sizeof(ie));
 	if (!ret && name)
-		ret = knbd_send_info_string(conn, option, NBD_INFO_NAME,
+		ret = knbd_send_info_string(conn, option, KNBD_NBD_INFO_NAME,
 					    name, strlen(name));
 	if (!ret && desc)
-		ret = knbd_send_info_string(conn, option, NBD_INFO_DESCRIPTION,
+		ret = knbd_send_info_string(conn, option, KNBD_NBD_INFO_DESCRIPTION,
 					    desc, strlen(desc));
 	kfree(name);
 	kfree(desc);
 	/* Sent unasked too: the protocol lets clients ignore unknown info. */
 	knbd_proto_encode_info_block_size(&bs, &ei);
 	if (!ret)
-		ret = knbd_opt_reply(conn, option, NBD_REP_INFO, &bs, sizeof(bs));
+		ret = knbd_opt_reply(conn, option, KNBD_NBD_REP_INFO, &bs, sizeof(bs));
 	if (!ret)
-		ret = knbd_opt_reply(conn, option, NBD_REP_ACK, NULL, 0);
+		ret = knbd_opt_reply(conn, option, KNBD_NBD_REP_ACK, NULL, 0);
 	if (ret)
 		return ret;
-	return option == NBD_OPT_GO ? 1 : 0;
+	return option == KNBD_NBD_OPT_GO ? 1 : 0;
 }
 
-/* NBD_OPT_EXPORT_NAME has no error reply: an unknown name ends the session. */
+/* KNBD_NBD_OPT_EXPORT_NAME has no error reply: an unknown name ends the session. */
 static int knbd_opt_export_name(struct knbd_conn *conn, u32 len)
 {
 	struct knbd_node *node = conn->node;
 	struct {
 		struct nbd_wire_export_name_reply r;
-		u8 pad[NBD_EXPORT_NAME_PAD];
+		u8 pad[KNBD_NBD_EXPORT_NAME_PAD];
 	} __packed reply = { };
 	struct knbd_volume *vol = NULL;
 
@@ -476,22 +476,22 @@ static int knbd_opt_export_name(struct knbd_conn *conn, u32 len)
 static int knbd_handle_option(struct knbd_conn *conn, u32 option, u32 len)
 {
 	switch (option) {
-	case NBD_OPT_EXPORT_NAME:
+	case KNBD_NBD_OPT_EXPORT_NAME:
 		return knbd_opt_export_name(conn, len);
-	case NBD_OPT_ABORT:
-		knbd_opt_reply(conn, option, NBD_REP_ACK, NULL, 0);
+	case KNBD_NBD_OPT_ABORT:
+		knbd_opt_reply(conn, option, KNBD_NBD_REP_ACK, NULL, 0);
 		return -ECONNABORTED;
-	case NBD_OPT_LIST:
+	case KNBD_NBD_OPT_LIST:
 		if (len)
-			return knbd_opt_reply(conn, option, NBD_REP_ERR_INVALID,
+			return knbd_opt_reply(conn, option, KNBD_NBD_REP_ERR_INVALID,
 					      NULL, 0);
 		return knbd_opt_list(conn);
-	case NBD_OPT_INFO:
-	case NBD_OPT_GO:
+	case KNBD_NBD_OPT_INFO:
+	case KNBD_NBD_OPT_GO:
 		return knbd_opt_info_go(conn, option, len);
 	default:
 		/* STARTTLS, STRUCTURED_REPLY, meta contexts and the unknown. */
-		return knbd_opt_reply(conn, option, NBD_REP_ERR_UNSUP, NULL, 0);
+		return knbd_opt_reply(conn, option, KNBD_NBD_REP_ERR_UNSUP, NULL, 0);
 	}
 }
 
@@ -535,14 +535,14 @@ static int knbd_handshake(struct knbd_conn *conn)
 			return ret;
 		}
 		if (len > KNBD_OPT_MAX_PARSE) {
-			if (len > KNBD_OPT_MAX_DRAIN || option == NBD_OPT_EXPORT_NAME) {
+			if (len > KNBD_OPT_MAX_DRAIN || option == KNBD_NBD_OPT_EXPORT_NAME) {
 				pr_warn_ratelimited("client %pISpc: option %u length %u too large\n",
 						    &conn->peer, option, len);
 				return -EMSGSIZE;
 			}
 			ret = knbd_drain(conn, len);
 			if (!ret)
-				ret = knbd_opt_reply(conn, option, NBD_REP_ERR_TOO_BIG,
+				ret = knbd_opt_reply(conn, option, KNBD_NBD_REP_ERR_TOO_BIG,
 						     NULL, 0);
 			if (ret)
 				return ret;
@@ -664,12 +664,12 @@ static bool knbd_transmission(struct knbd_conn *conn)
 		req = knbd_req_alloc(conn, &cmd);
 		if (!req) {
 			knbd_conn_unreserve(conn, mem);
-			if (knbd_reject(conn, &cmd, NBD_ENOMEM))
+			if (knbd_reject(conn, &cmd, KNBD_NBD_ENOMEM))
 				return false;
 			continue;
 		}
 		req->vol = vol;
-		if (cmd.type == NBD_CMD_WRITE) {
+		if (cmd.type == KNBD_NBD_CMD_WRITE) {
 			struct iov_iter iter;
 
 			iov_iter_bvec(&iter, ITER_DEST, req->bvec, req->nr_bvec, cmd.len);
@@ -793,7 +793,7 @@ static void knbd_conn_drain_close(struct knbd_conn *conn)
 
 	while (time_before(jiffies, deadline) &&
 	       !knbd_recv_stalls(conn->sock, &wire, sizeof(wire), MSG_DONTWAIT, 5)) {
-		if (knbd_proto_decode_request(&wire, &cmd) || cmd.type == NBD_CMD_DISC)
+		if (knbd_proto_decode_request(&wire, &cmd) || cmd.type == KNBD_NBD_CMD_DISC)
 			break;
 		dropped++;
 		if (knbd_proto_payload_len(&cmd) > KNBD_MAX_REQ_BYTES ||

@@ -107,7 +107,7 @@ struct knbd_req *knbd_req_alloc(struct knbd_conn *conn, const struct knbd_cmd *c
 	struct knbd_req *req;
 	u32 left;
 
-	if (cmd->type == NBD_CMD_READ || cmd->type == NBD_CMD_WRITE)
+	if (cmd->type == KNBD_NBD_CMD_READ || cmd->type == KNBD_NBD_CMD_WRITE)
 		nr = DIV_ROUND_UP(cmd->len, PAGE_SIZE);
 
 	req = kzalloc(struct_size(req, inline_bvec,
@@ -219,7 +219,7 @@ static int knbd_io_zero(struct file *file, loff_t pos, u64 len, u16 flags)
 	int mode, ret;
 
 	/* Without NO_HOLE the client allows deallocation: punch a hole. */
-	if (flags & NBD_CMD_FLAG_NO_HOLE)
+	if (flags & KNBD_NBD_CMD_FLAG_NO_HOLE)
 		mode = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
 	else
 		mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
@@ -232,7 +232,7 @@ static int knbd_io_zero(struct file *file, loff_t pos, u64 len, u16 flags)
 	}
 	if (ret == -EOPNOTSUPP || ret == -ENODEV)
 		ret = knbd_io_write_zero_pages(file, pos, len);
-	if (!ret && (flags & NBD_CMD_FLAG_FUA))
+	if (!ret && (flags & KNBD_NBD_CMD_FLAG_FUA))
 		ret = vfs_fsync_range(file, pos, pos + len - 1, 1);
 	return ret;
 }
@@ -246,7 +246,7 @@ static int knbd_io_trim(struct file *file, loff_t pos, u64 len, u16 flags)
 	/* TRIM is advisory: a store that cannot deallocate ignores it. */
 	if (ret == -EOPNOTSUPP || ret == -ENODEV)
 		ret = 0;
-	if (!ret && (flags & NBD_CMD_FLAG_FUA))
+	if (!ret && (flags & KNBD_NBD_CMD_FLAG_FUA))
 		ret = vfs_fsync_range(file, pos, pos + len - 1, 1);
 	return ret;
 }
@@ -259,21 +259,21 @@ static int knbd_io_local(struct knbd_volume *vol, u16 type, u16 flags,
 	struct file *file = vol->backing;
 
 	switch (type) {
-	case NBD_CMD_READ:
+	case KNBD_NBD_CMD_READ:
 		atomic64_inc(&st->reads);
 		atomic64_add(len, &st->read_bytes);
 		return knbd_io_read(file, offset, iter);
-	case NBD_CMD_WRITE:
+	case KNBD_NBD_CMD_WRITE:
 		atomic64_inc(&st->writes);
 		atomic64_add(len, &st->write_bytes);
-		return knbd_io_write(file, offset, iter, flags & NBD_CMD_FLAG_FUA);
-	case NBD_CMD_FLUSH:
+		return knbd_io_write(file, offset, iter, flags & KNBD_NBD_CMD_FLAG_FUA);
+	case KNBD_NBD_CMD_FLUSH:
 		atomic64_inc(&st->flushes);
 		return vfs_fsync(file, 0);
-	case NBD_CMD_TRIM:
+	case KNBD_NBD_CMD_TRIM:
 		atomic64_inc(&st->trims);
 		return knbd_io_trim(file, offset, len, flags);
-	case NBD_CMD_WRITE_ZEROES:
+	case KNBD_NBD_CMD_WRITE_ZEROES:
 		atomic64_inc(&st->write_zeroes);
 		return knbd_io_zero(file, offset, len, flags);
 	default:
@@ -313,7 +313,7 @@ static int knbd_route_plan(struct knbd_volume *vol, const struct knbd_cmd *cmd,
 	}
 	plan->rid.epoch = rt->epoch;
 	plan->rid.checksum = rt->checksum;
-	if (cmd->type == NBD_CMD_FLUSH) {
+	if (cmd->type == KNBD_NBD_CMD_FLUSH) {
 		/* A flush goes to every member that stores part of the volume. */
 		n = rt->nr_members;
 		if (n > KNBD_ONSTACK_SEGS) {
@@ -384,7 +384,7 @@ static int knbd_io_routed(struct knbd_req *req, struct knbd_route_plan *plan)
 		ret = -ENOMEM;
 		goto out;
 	}
-	iov_iter_bvec(&whole, cmd->type == NBD_CMD_READ ? ITER_DEST : ITER_SOURCE,
+	iov_iter_bvec(&whole, cmd->type == KNBD_NBD_CMD_READ ? ITER_DEST : ITER_SOURCE,
 		      req->bvec, req->nr_bvec, req->nr_bvec ? cmd->len : 0);
 
 	/* Remote pieces first, so the owners work while we do ours. */
@@ -474,7 +474,7 @@ static void knbd_io_work(struct work_struct *work)
 	u32 reply_len = 0;
 	int ret;
 
-	iov_iter_bvec(&iter, req->cmd.type == NBD_CMD_READ ? ITER_DEST : ITER_SOURCE,
+	iov_iter_bvec(&iter, req->cmd.type == KNBD_NBD_CMD_READ ? ITER_DEST : ITER_SOURCE,
 		      req->bvec, req->nr_bvec, req->nr_bvec ? req->cmd.len : 0);
 	if (conn->is_peer) {
 		/* Another member's piece: it checked that we own it. */
@@ -498,7 +498,7 @@ static void knbd_io_work(struct work_struct *work)
 				    req->cmd.offset, req->cmd.len, ret);
 	}
 	req->nbd_err = knbd_proto_errno_to_nbd(ret);
-	if (!ret && req->cmd.type == NBD_CMD_READ)
+	if (!ret && req->cmd.type == KNBD_NBD_CMD_READ)
 		reply_len = req->cmd.len;
 
 	if (conn->is_peer) {

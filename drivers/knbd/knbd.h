@@ -50,7 +50,7 @@
 #define KNBD_CONN_MAX_BYTES		SZ_64M
 
 /* Handshake limits: option data we parse, drain, or consider hostile. */
-#define KNBD_OPT_MAX_PARSE		(NBD_MAX_STRING + 4 + 2 + 2 * 64)
+#define KNBD_OPT_MAX_PARSE		(KNBD_NBD_MAX_STRING + 4 + 2 + 2 * 64)
 #define KNBD_OPT_MAX_DRAIN		SZ_1M
 #define KNBD_MAX_OPTIONS		256
 #define KNBD_HANDSHAKE_TIMEOUT		(30 * HZ)
@@ -101,7 +101,7 @@ struct knbd_export_info {
 	bool readonly;
 };
 
-/* The parsed data of NBD_OPT_INFO / NBD_OPT_GO. */
+/* The parsed data of KNBD_NBD_OPT_INFO / KNBD_NBD_OPT_GO. */
 struct knbd_go_req {
 	const char *name;	/* points into the option data, not NUL terminated */
 	u32 name_len;
@@ -548,7 +548,7 @@ struct knbd_req {
 /* Payload memory a request pins while in flight, counted against the budget. */
 static inline u32 knbd_cmd_mem_bytes(const struct knbd_cmd *cmd)
 {
-	if (cmd->type == NBD_CMD_READ || cmd->type == NBD_CMD_WRITE)
+	if (cmd->type == KNBD_NBD_CMD_READ || cmd->type == KNBD_NBD_CMD_WRITE)
 		return cmd->len;
 	return 0;
 }

@@ -103,7 +103,7 @@ static void knbd_peer_link_down(struct knbd_peer *peer, const char *why)
 
 	list_for_each_entry_safe(fwd, tmp, &dead, entry) {
 		list_del(&fwd->entry);
-		fwd->nbd_err = NBD_EIO;
+		fwd->nbd_err = KNBD_NBD_EIO;
 		atomic64_inc(&peer->failed);
 		knbd_fwd_finish(peer, fwd);
 	}
@@ -190,19 +190,19 @@ static void knbd_peer_recv_work(struct work_struct *work)
 		err = be32_to_cpu(reply.error);
 		status = be32_to_cpu(reply.status);
 		if (knbd_peer_check_reply(len, err, status, fwd->cmd, fwd->len)) {
-			fwd->nbd_err = NBD_EIO;
+			fwd->nbd_err = KNBD_NBD_EIO;
 			knbd_fwd_finish(peer, fwd);
 			why = "reply of the wrong length";
 			break;
 		}
 		if (len > sizeof(reply) && knbd_recv_iter(sock, &fwd->iter)) {
-			fwd->nbd_err = NBD_EIO;
+			fwd->nbd_err = KNBD_NBD_EIO;
 			knbd_fwd_finish(peer, fwd);
 			break;
 		}
 		fwd->status = status;
 		fwd->remote_epoch = be64_to_cpu(reply.epoch);
-		fwd->nbd_err = status == KNBD_PEER_OK ? err : NBD_EIO;
+		fwd->nbd_err = status == KNBD_PEER_OK ? err : KNBD_NBD_EIO;
 		knbd_fwd_finish(peer, fwd);
 	}
 	knbd_peer_link_down(peer, why);
@@ -379,7 +379,7 @@ int knbd_peer_forward(struct knbd_peer *peer, struct knbd_volume *vol,
 		struct knbd_peer_io io;
 	} __packed msg;
 	u16 name_len = strlen(name);
-	u32 payload = fwd->cmd == NBD_CMD_WRITE ? fwd->len : 0;
+	u32 payload = fwd->cmd == KNBD_NBD_CMD_WRITE ? fwd->len : 0;
 	struct iov_iter data;
 	u32 gen;
 	int ret;
@@ -496,7 +496,7 @@ int knbd_peer_send_reply(struct knbd_conn *conn, struct knbd_req *req,
 	int ret;
 
 	if (!req->nbd_err && req->peer_status == KNBD_PEER_OK &&
-	    req->cmd.type == NBD_CMD_READ)
+	    req->cmd.type == KNBD_NBD_CMD_READ)
 		data = req->cmd.len;
 	knbd_peer_encode_hdr(&msg.hdr, KNBD_PEER_IO_REPLY, sizeof(msg.reply) + data);
 	msg.reply.cookie = cpu_to_be64(req->cmd.cookie);
@@ -563,7 +563,7 @@ static u32 knbd_peer_check(struct knbd_conn *conn, struct knbd_volume *vol,
 				    config_item_name(&vol->group.cg_item), conn->peer_id,
 				    epoch, checksum, rt ? rt->epoch : 0,
 				    rt ? rt->checksum : 0);
-	} else if (cmd->type != NBD_CMD_FLUSH &&
+	} else if (cmd->type != KNBD_NBD_CMD_FLUSH &&
 		   (cmd->offset > vol->info.size ||
 		    cmd->len > vol->info.size - cmd->offset ||
 		    !knbd_route_owns(rt, cmd->offset, cmd->len, conn->node->node_id))) {
@@ -576,7 +576,7 @@ static u32 knbd_peer_check(struct knbd_conn *conn, struct knbd_volume *vol,
 	if (status == KNBD_PEER_OK &&
 	    knbd_proto_check_request(cmd, &vol->info, nbd_err) != KNBD_REQ_OK &&
 	    !*nbd_err)
-		*nbd_err = NBD_EINVAL;
+		*nbd_err = KNBD_NBD_EINVAL;
 	return status;
 }
 
@@ -634,7 +634,7 @@ void knbd_peer_serve(struct knbd_conn *conn)
 
 		vol = knbd_node_get_volume(node, conn->buf, name_len);
 		tmp.peer_status = KNBD_PEER_NO_VOLUME;
-		tmp.nbd_err = NBD_EIO;
+		tmp.nbd_err = KNBD_NBD_EIO;
 		if (vol)
 			tmp.peer_status = knbd_peer_check(conn, vol, &tmp.cmd, epoch,
 							  checksum, &tmp.nbd_err);
@@ -653,7 +653,7 @@ void knbd_peer_serve(struct knbd_conn *conn)
 		req = knbd_req_alloc(conn, &tmp.cmd);
 		if (!req) {
 			knbd_conn_unreserve(conn, mem);
-			tmp.nbd_err = NBD_ENOMEM;
+			tmp.nbd_err = KNBD_NBD_ENOMEM;
 			if (knbd_peer_refuse(conn, &tmp, vol)) {
 				knbd_volume_put_user(vol);
 				return;
@@ -662,7 +662,7 @@ void knbd_peer_serve(struct knbd_conn *conn)
 			continue;
 		}
 		req->vol = vol;		/* the request now owns the user reference */
-		if (tmp.cmd.type == NBD_CMD_WRITE) {
+		if (tmp.cmd.type == KNBD_NBD_CMD_WRITE) {
 			struct iov_iter iter;
 
 			iov_iter_bvec(&iter, ITER_DEST, req->bvec, req->nr_bvec,

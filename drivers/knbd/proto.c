@@ -17,10 +17,10 @@
 
 void knbd_proto_encode_hello(struct nbd_wire_hello *hello)
 {
-	hello->magic = cpu_to_be64(NBD_MAGIC_INIT);
-	hello->opt_magic = cpu_to_be64(NBD_MAGIC_IHAVEOPT);
-	hello->flags = cpu_to_be16(NBD_HS_FLAG_FIXED_NEWSTYLE |
-				   NBD_HS_FLAG_NO_ZEROES);
+	hello->magic = cpu_to_be64(KNBD_NBD_MAGIC_INIT);
+	hello->opt_magic = cpu_to_be64(KNBD_NBD_MAGIC_IHAVEOPT);
+	hello->flags = cpu_to_be16(KNBD_NBD_HS_FLAG_FIXED_NEWSTYLE |
+				   KNBD_NBD_HS_FLAG_NO_ZEROES);
 }
 
 /*
@@ -30,17 +30,17 @@ void knbd_proto_encode_hello(struct nbd_wire_hello *hello)
  */
 int knbd_proto_check_client_flags(u32 flags, bool *no_zeroes)
 {
-	if (!(flags & NBD_CL_FLAG_FIXED_NEWSTYLE))
+	if (!(flags & KNBD_NBD_CL_FLAG_FIXED_NEWSTYLE))
 		return -EPROTO;
-	if (flags & ~(NBD_CL_FLAG_FIXED_NEWSTYLE | NBD_CL_FLAG_NO_ZEROES))
+	if (flags & ~(KNBD_NBD_CL_FLAG_FIXED_NEWSTYLE | KNBD_NBD_CL_FLAG_NO_ZEROES))
 		return -EPROTO;
-	*no_zeroes = flags & NBD_CL_FLAG_NO_ZEROES;
+	*no_zeroes = flags & KNBD_NBD_CL_FLAG_NO_ZEROES;
 	return 0;
 }
 
 int knbd_proto_decode_opt(const struct nbd_wire_opt *wire, u32 *option, u32 *len)
 {
-	if (be64_to_cpu(wire->magic) != NBD_MAGIC_IHAVEOPT)
+	if (be64_to_cpu(wire->magic) != KNBD_NBD_MAGIC_IHAVEOPT)
 		return -EPROTO;
 	*option = be32_to_cpu(wire->option);
 	*len = be32_to_cpu(wire->len);
@@ -50,14 +50,14 @@ int knbd_proto_decode_opt(const struct nbd_wire_opt *wire, u32 *option, u32 *len
 void knbd_proto_encode_opt_reply(struct nbd_wire_opt_reply *reply, u32 option,
 				 u32 type, u32 len)
 {
-	reply->magic = cpu_to_be64(NBD_MAGIC_OPT_REPLY);
+	reply->magic = cpu_to_be64(KNBD_NBD_MAGIC_OPT_REPLY);
 	reply->option = cpu_to_be32(option);
 	reply->type = cpu_to_be32(type);
 	reply->len = cpu_to_be32(len);
 }
 
 /*
- * Parse the data of NBD_OPT_INFO / NBD_OPT_GO:
+ * Parse the data of KNBD_NBD_OPT_INFO / KNBD_NBD_OPT_GO:
  *   u32 name length, name, u16 number of info requests, u16 each.
  * Returns 0 or the NBD_REP_ERR_* to answer with.  Unknown info requests
  * are ignored as the protocol asks.
@@ -70,27 +70,27 @@ u32 knbd_proto_parse_go(const void *data, u32 len, struct knbd_go_req *req)
 
 	memset(req, 0, sizeof(*req));
 	if (len < 4 + 2)
-		return NBD_REP_ERR_INVALID;
+		return KNBD_NBD_REP_ERR_INVALID;
 	name_len = get_unaligned_be32(p);
-	if (name_len > NBD_MAX_STRING || name_len > len - 4 - 2)
-		return NBD_REP_ERR_INVALID;
+	if (name_len > KNBD_NBD_MAX_STRING || name_len > len - 4 - 2)
+		return KNBD_NBD_REP_ERR_INVALID;
 	nr = get_unaligned_be16(p + 4 + name_len);
 	if (len != 4 + name_len + 2 + 2 * (u32)nr)
-		return NBD_REP_ERR_INVALID;
+		return KNBD_NBD_REP_ERR_INVALID;
 	if (memchr(p + 4, '\0', name_len))
-		return NBD_REP_ERR_INVALID;
+		return KNBD_NBD_REP_ERR_INVALID;
 
 	req->name = (const char *)p + 4;
 	req->name_len = name_len;
 	for (i = 0; i < nr; i++) {
 		switch (get_unaligned_be16(p + 4 + name_len + 2 + 2 * i)) {
-		case NBD_INFO_NAME:
+		case KNBD_NBD_INFO_NAME:
 			req->want_name = true;
 			break;
-		case NBD_INFO_DESCRIPTION:
+		case KNBD_NBD_INFO_DESCRIPTION:
 			req->want_description = true;
 			break;
-		case NBD_INFO_BLOCK_SIZE:
+		case KNBD_NBD_INFO_BLOCK_SIZE:
 			req->want_block_size = true;
 			break;
 		default:
@@ -102,19 +102,19 @@ u32 knbd_proto_parse_go(const void *data, u32 len, struct knbd_go_req *req)
 
 u16 knbd_proto_transmission_flags(const struct knbd_export_info *ei)
 {
-	u16 flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
-		    NBD_FLAG_CAN_MULTI_CONN;
+	u16 flags = KNBD_NBD_FLAG_HAS_FLAGS | KNBD_NBD_FLAG_SEND_FLUSH |
+		    KNBD_NBD_FLAG_CAN_MULTI_CONN;
 
 	if (ei->readonly)
-		return flags | NBD_FLAG_READ_ONLY;
-	return flags | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM |
-	       NBD_FLAG_SEND_WRITE_ZEROES;
+		return flags | KNBD_NBD_FLAG_READ_ONLY;
+	return flags | KNBD_NBD_FLAG_SEND_FUA | KNBD_NBD_FLAG_SEND_TRIM |
+	       KNBD_NBD_FLAG_SEND_WRITE_ZEROES;
 }
 
 void knbd_proto_encode_info_export(struct nbd_wire_info_export *info,
 				   const struct knbd_export_info *ei)
 {
-	info->type = cpu_to_be16(NBD_INFO_EXPORT);
+	info->type = cpu_to_be16(KNBD_NBD_INFO_EXPORT);
 	info->size = cpu_to_be64(ei->size);
 	info->flags = cpu_to_be16(knbd_proto_transmission_flags(ei));
 }
@@ -122,7 +122,7 @@ void knbd_proto_encode_info_export(struct nbd_wire_info_export *info,
 void knbd_proto_encode_info_block_size(struct nbd_wire_info_block_size *info,
 				       const struct knbd_export_info *ei)
 {
-	info->type = cpu_to_be16(NBD_INFO_BLOCK_SIZE);
+	info->type = cpu_to_be16(KNBD_NBD_INFO_BLOCK_SIZE);
 	info->min = cpu_to_be32(ei->min_block);
 	info->preferred = cpu_to_be32(ei->pref_block);
 	info->max = cpu_to_be32(ei->max_block);
@@ -131,7 +131,7 @@ void knbd_proto_encode_info_block_size(struct nbd_wire_info_block_size *info,
 int knbd_proto_decode_request(const struct nbd_wire_request *wire,
 			      struct knbd_cmd *cmd)
 {
-	if (be32_to_cpu(wire->magic) != NBD_MAGIC_REQUEST)
+	if (be32_to_cpu(wire->magic) != KNBD_NBD_MAGIC_REQUEST)
 		return -EPROTO;
 	cmd->flags = be16_to_cpu(wire->flags);
 	cmd->type = be16_to_cpu(wire->type);
@@ -144,14 +144,14 @@ int knbd_proto_decode_request(const struct nbd_wire_request *wire,
 static u16 knbd_cmd_allowed_flags(u16 type)
 {
 	switch (type) {
-	case NBD_CMD_WRITE:
-	case NBD_CMD_TRIM:
-		return NBD_CMD_FLAG_FUA;
-	case NBD_CMD_WRITE_ZEROES:
-		return NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE;
+	case KNBD_NBD_CMD_WRITE:
+	case KNBD_NBD_CMD_TRIM:
+		return KNBD_NBD_CMD_FLAG_FUA;
+	case KNBD_NBD_CMD_WRITE_ZEROES:
+		return KNBD_NBD_CMD_FLAG_FUA | KNBD_NBD_CMD_FLAG_NO_HOLE;
 	default:
 		/* FUA means nothing here, but harmless: accept and ignore it. */
-		return NBD_CMD_FLAG_FUA;
+		return KNBD_NBD_CMD_FLAG_FUA;
 	}
 }
 
@@ -171,19 +171,19 @@ enum knbd_req_verdict knbd_proto_check_request(const struct knbd_cmd *cmd,
 
 	*nbd_err = 0;
 	switch (cmd->type) {
-	case NBD_CMD_DISC:
+	case KNBD_NBD_CMD_DISC:
 		return KNBD_REQ_DISC;
-	case NBD_CMD_WRITE:
+	case KNBD_NBD_CMD_WRITE:
 		if (cmd->len > KNBD_MAX_REQ_BYTES)
 			return KNBD_REQ_FATAL;
 		fallthrough;
-	case NBD_CMD_TRIM:
-	case NBD_CMD_WRITE_ZEROES:
+	case KNBD_NBD_CMD_TRIM:
+	case KNBD_NBD_CMD_WRITE_ZEROES:
 		is_write = true;
 		break;
-	case NBD_CMD_READ:
+	case KNBD_NBD_CMD_READ:
 		break;
-	case NBD_CMD_FLUSH:
+	case KNBD_NBD_CMD_FLUSH:
 		/* Offset and length of FLUSH are reserved; clients send 0. */
 		if (cmd->flags & ~knbd_cmd_allowed_flags(cmd->type))
 			goto einval;
@@ -195,12 +195,12 @@ enum knbd_req_verdict knbd_proto_check_request(const struct knbd_cmd *cmd,
 	if (cmd->flags & ~knbd_cmd_allowed_flags(cmd->type))
 		goto einval;
 	if (is_write && ei->readonly) {
-		*nbd_err = NBD_EPERM;
+		*nbd_err = KNBD_NBD_EPERM;
 		return KNBD_REQ_ERROR;
 	}
 	if (cmd->len == 0)
 		goto einval;
-	if (cmd->type == NBD_CMD_READ && cmd->len > KNBD_MAX_REQ_BYTES)
+	if (cmd->type == KNBD_NBD_CMD_READ && cmd->len > KNBD_MAX_REQ_BYTES)
 		goto einval;
 	if (ei->min_block > 1 &&
 	    ((cmd->offset | cmd->len) & (ei->min_block - 1)))
@@ -208,25 +208,26 @@ enum knbd_req_verdict knbd_proto_check_request(const struct knbd_cmd *cmd,
 	/* The protocol: ENOSPC for writes past the end, EINVAL for read and trim. */
 	if (check_add_overflow(cmd->offset, (u64)cmd->len, &end) ||
 	    end > ei->size) {
-		*nbd_err = is_write && cmd->type != NBD_CMD_TRIM ? NBD_ENOSPC : NBD_EINVAL;
+		*nbd_err = is_write && cmd->type != KNBD_NBD_CMD_TRIM ?
+			   KNBD_NBD_ENOSPC : KNBD_NBD_EINVAL;
 		return KNBD_REQ_ERROR;
 	}
 	return KNBD_REQ_OK;
 
 einval:
-	*nbd_err = NBD_EINVAL;
+	*nbd_err = KNBD_NBD_EINVAL;
 	return KNBD_REQ_ERROR;
 }
 
 u32 knbd_proto_payload_len(const struct knbd_cmd *cmd)
 {
-	return cmd->type == NBD_CMD_WRITE ? cmd->len : 0;
+	return cmd->type == KNBD_NBD_CMD_WRITE ? cmd->len : 0;
 }
 
 void knbd_proto_encode_reply(struct nbd_wire_simple_reply *reply, u64 cookie,
 			     u32 nbd_err)
 {
-	reply->magic = cpu_to_be32(NBD_MAGIC_SIMPLE_REPLY);
+	reply->magic = cpu_to_be32(KNBD_NBD_MAGIC_SIMPLE_REPLY);
 	reply->error = cpu_to_be32(nbd_err);
 	reply->cookie = cpu_to_be64(cookie);
 }
@@ -240,21 +241,21 @@ u32 knbd_proto_errno_to_nbd(int err)
 	case -EPERM:
 	case -EACCES:
 	case -EROFS:
-		return NBD_EPERM;
+		return KNBD_NBD_EPERM;
 	case -ENOMEM:
-		return NBD_ENOMEM;
+		return KNBD_NBD_ENOMEM;
 	case -EINVAL:
-		return NBD_EINVAL;
+		return KNBD_NBD_EINVAL;
 	case -ENOSPC:
 	case -EDQUOT:
 	case -EFBIG:
-		return NBD_ENOSPC;
+		return KNBD_NBD_ENOSPC;
 	case -EOPNOTSUPP:
-		return NBD_ENOTSUP;
+		return KNBD_NBD_ENOTSUP;
 	case -ESHUTDOWN:
-		return NBD_ESHUTDOWN;
+		return KNBD_NBD_ESHUTDOWN;
 	default:
-		return NBD_EIO;
+		return KNBD_NBD_EIO;
 	}
 }
 
@@ -264,17 +265,17 @@ int knbd_proto_nbd_to_errno(u32 nbd_err)
 	switch (nbd_err) {
 	case 0:
 		return 0;
-	case NBD_EPERM:
+	case KNBD_NBD_EPERM:
 		return -EPERM;
-	case NBD_ENOMEM:
+	case KNBD_NBD_ENOMEM:
 		return -ENOMEM;
-	case NBD_EINVAL:
+	case KNBD_NBD_EINVAL:
 		return -EINVAL;
-	case NBD_ENOSPC:
+	case KNBD_NBD_ENOSPC:
 		return -ENOSPC;
-	case NBD_ENOTSUP:
+	case KNBD_NBD_ENOTSUP:
 		return -EOPNOTSUPP;
-	case NBD_ESHUTDOWN:
+	case KNBD_NBD_ESHUTDOWN:
 		return -ESHUTDOWN;
 	default:
 		return -EIO;
@@ -284,17 +285,17 @@ int knbd_proto_nbd_to_errno(u32 nbd_err)
 const char *knbd_proto_cmd_name(u16 type)
 {
 	switch (type) {
-	case NBD_CMD_READ:
+	case KNBD_NBD_CMD_READ:
 		return "READ";
-	case NBD_CMD_WRITE:
+	case KNBD_NBD_CMD_WRITE:
 		return "WRITE";
-	case NBD_CMD_DISC:
+	case KNBD_NBD_CMD_DISC:
 		return "DISC";
-	case NBD_CMD_FLUSH:
+	case KNBD_NBD_CMD_FLUSH:
 		return "FLUSH";
-	case NBD_CMD_TRIM:
+	case KNBD_NBD_CMD_TRIM:
 		return "TRIM";
-	case NBD_CMD_WRITE_ZEROES:
+	case KNBD_NBD_CMD_WRITE_ZEROES:
 		return "WRITE_ZEROES";
 	default:
 		return "UNKNOWN";
@@ -347,14 +348,14 @@ int knbd_peer_decode_io(const struct knbd_peer_io *io, u32 frame_len,
 	if (!*name_len || *name_len > KNBD_PEER_MAX_NAME)
 		return -EPROTO;
 	switch (cmd->type) {
-	case NBD_CMD_READ:
-	case NBD_CMD_WRITE:
+	case KNBD_NBD_CMD_READ:
+	case KNBD_NBD_CMD_WRITE:
 		if (!cmd->len || cmd->len > KNBD_MAX_REQ_BYTES)
 			return -EPROTO;
 		break;
-	case NBD_CMD_FLUSH:
-	case NBD_CMD_TRIM:
-	case NBD_CMD_WRITE_ZEROES:
+	case KNBD_NBD_CMD_FLUSH:
+	case KNBD_NBD_CMD_TRIM:
+	case KNBD_NBD_CMD_WRITE_ZEROES:
 		break;
 	default:
 		return -EPROTO;
@@ -370,7 +371,7 @@ int knbd_peer_check_reply(u32 frame_len, u32 error, u32 status, u16 cmd, u32 len
 {
 	u32 want = sizeof(struct knbd_peer_io_reply);
 
-	if (!error && status == KNBD_PEER_OK && cmd == NBD_CMD_READ)
+	if (!error && status == KNBD_PEER_OK && cmd == KNBD_NBD_CMD_READ)
 		want += len;
 	return frame_len == want ? 0 : -EPROTO;
 }
