@@ -1005,14 +1005,14 @@ static void errno_round_trip(struct kunit *test)
 
 /* ---- server-to-server frames ---- */
 
-/* sizeof(struct knbd_peer_io) + KNBD_PEER_MAX_NAME + 32 MiB, written out. */
-#define PEER_MAX_FRAME		(40U + 255U + (32U << 20))
+/* sizeof(struct knbd_peer_io) + 32 MiB, written out. */
+#define PEER_MAX_FRAME		(40U + (32U << 20))
 
 static void peer_encode_hdr_bytes(struct kunit *test)
 {
 	static const u8 want[] = {
 		'K', 'N', 'B', 'D',
-		0x00, 0x01,		/* version 1 */
+		0x00, 0x02,		/* version 2 */
 		0x00, 0x02,		/* IO */
 		0x00, 0x01, 0x23, 0x45,
 	};
@@ -1026,7 +1026,7 @@ static void peer_encode_hdr_bytes(struct kunit *test)
 static void peer_decode_hdr_fields(struct kunit *test)
 {
 	static const u8 bytes[] = {
-		'K', 'N', 'B', 'D', 0x00, 0x01, 0x00, 0x03, 0x00, 0x00, 0x01, 0x2c,
+		'K', 'N', 'B', 'D', 0x00, 0x02, 0x00, 0x03, 0x00, 0x00, 0x01, 0x2c,
 	};
 	struct knbd_peer_hdr hdr;
 	u16 type = 0;
@@ -1042,7 +1042,7 @@ static void peer_decode_hdr_fields(struct kunit *test)
 static void peer_decode_hdr_bad_magic(struct kunit *test)
 {
 	static const u8 bytes[] = {
-		'D', 'B', 'N', 'K', 0x00, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x10,
+		'D', 'B', 'N', 'K', 0x00, 0x02, 0x00, 0x02, 0x00, 0x00, 0x00, 0x10,
 	};
 	struct knbd_peer_hdr hdr;
 	u16 type;
@@ -1052,21 +1052,22 @@ static void peer_decode_hdr_bad_magic(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, knbd_peer_decode_hdr(&hdr, &type, &len), -EPROTO);
 }
 
+/* Version 1 named volumes in every IO frame: a member that speaks it is refused. */
 static void peer_decode_hdr_bad_version(struct kunit *test)
 {
-	static const u8 v0[] = {
-		'K', 'N', 'B', 'D', 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x10,
+	static const u8 v1[] = {
+		'K', 'N', 'B', 'D', 0x00, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x10,
 	};
-	static const u8 v2[] = {
-		'K', 'N', 'B', 'D', 0x00, 0x02, 0x00, 0x02, 0x00, 0x00, 0x00, 0x10,
+	static const u8 v3[] = {
+		'K', 'N', 'B', 'D', 0x00, 0x03, 0x00, 0x02, 0x00, 0x00, 0x00, 0x10,
 	};
 	struct knbd_peer_hdr hdr;
 	u16 type;
 	u32 len;
 
-	memcpy(&hdr, v0, sizeof(hdr));
+	memcpy(&hdr, v1, sizeof(hdr));
 	KUNIT_EXPECT_EQ(test, knbd_peer_decode_hdr(&hdr, &type, &len), -EPROTONOSUPPORT);
-	memcpy(&hdr, v2, sizeof(hdr));
+	memcpy(&hdr, v3, sizeof(hdr));
 	KUNIT_EXPECT_EQ(test, knbd_peer_decode_hdr(&hdr, &type, &len), -EPROTONOSUPPORT);
 }
 
@@ -1086,12 +1087,12 @@ static void peer_decode_hdr_frame_too_big(struct kunit *test)
 }
 
 /* An IO frame's fixed part; frame lengths below count 40 bytes for it. */
-static void peer_io(struct knbd_peer_io *io, u16 cmd, u32 len, u16 name_len)
+static void peer_io(struct knbd_peer_io *io, u16 cmd, u32 len, u32 handle)
 {
 	memset(io, 0, sizeof(*io));
 	io->cmd = cpu_to_be16(cmd);
 	io->len = cpu_to_be32(len);
-	io->name_len = cpu_to_be16(name_len);
+	io->handle = cpu_to_be32(handle);
 }
 
 static int peer_decode(const struct knbd_peer_io *io, u32 frame_len)
@@ -1099,9 +1100,9 @@ static int peer_decode(const struct knbd_peer_io *io, u32 frame_len)
 	struct knbd_cmd cmd;
 	u64 epoch;
 	u32 checksum;
-	u16 name_len;
+	u32 handle;
 
-	return knbd_peer_decode_io(io, frame_len, &cmd, &epoch, &checksum, &name_len);
+	return knbd_peer_decode_io(io, frame_len, &cmd, &epoch, &checksum, &handle);
 }
 
 static void peer_decode_io_fields(struct kunit *test)
@@ -1114,19 +1115,18 @@ static void peer_decode_io_fields(struct kunit *test)
 		0x00, 0x01,					/* FUA */
 		0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x02, 0x00,	/* offset */
 		0x00, 0x00, 0x10, 0x00,				/* len 4096 */
-		0x00, 0x04,					/* name_len */
-		0x00, 0x00,
+		0x00, 0x00, 0x00, 0x2a,				/* handle 42 */
 	};
 	struct knbd_peer_io io;
 	struct knbd_cmd cmd;
 	u64 epoch = 0;
 	u32 checksum = 0;
-	u16 name_len = 0;
+	u32 handle = 0;
 
 	KUNIT_ASSERT_EQ(test, sizeof(io), sizeof(bytes));
 	memcpy(&io, bytes, sizeof(io));
-	KUNIT_EXPECT_EQ(test, knbd_peer_decode_io(&io, 40 + 4 + 4096, &cmd, &epoch,
-						  &checksum, &name_len), 0);
+	KUNIT_EXPECT_EQ(test, knbd_peer_decode_io(&io, 40 + 4096, &cmd, &epoch,
+						  &checksum, &handle), 0);
 	KUNIT_EXPECT_EQ(test, cmd.cookie, 0x0102030405060708ULL);
 	KUNIT_EXPECT_EQ(test, cmd.type, (u16)1);
 	KUNIT_EXPECT_EQ(test, cmd.flags, (u16)1);
@@ -1134,21 +1134,21 @@ static void peer_decode_io_fields(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, cmd.len, 4096U);
 	KUNIT_EXPECT_EQ(test, epoch, 0x1112131415161718ULL);
 	KUNIT_EXPECT_EQ(test, checksum, 0xa1b2c3d4U);
-	KUNIT_EXPECT_EQ(test, name_len, (u16)4);
+	KUNIT_EXPECT_EQ(test, handle, 42U);
 }
 
-static void peer_decode_io_name_len(struct kunit *test)
+static void peer_decode_io_handle(struct kunit *test)
 {
 	struct knbd_peer_io io;
 
 	peer_io(&io, 0, 4096, 0);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40), 0);
+	peer_io(&io, 0, 4096, KNBD_PEER_MAX_HANDLES - 1);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40), 0);
+	peer_io(&io, 0, 4096, KNBD_PEER_MAX_HANDLES);
 	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40), -EPROTO);
-	peer_io(&io, 0, 4096, 256);
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40 + 256), -EPROTO);
-	peer_io(&io, 0, 4096, 255);
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40 + 255), 0);
-	peer_io(&io, 0, 4096, 1);
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40 + 1), 0);
+	peer_io(&io, 0, 4096, 0xffffffff);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40), -EPROTO);
 }
 
 static void peer_decode_io_frame_len_read(struct kunit *test)
@@ -1157,10 +1157,10 @@ static void peer_decode_io_frame_len_read(struct kunit *test)
 
 	/* A READ carries no payload towards the owner. */
 	peer_io(&io, 0, 4096, 4);
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), 0);
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 43), -EPROTO);
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 45), -EPROTO);
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44 + 4096), -EPROTO);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40), 0);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 39), -EPROTO);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 41), -EPROTO);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40 + 4096), -EPROTO);
 }
 
 static void peer_decode_io_frame_len_write(struct kunit *test)
@@ -1168,10 +1168,10 @@ static void peer_decode_io_frame_len_write(struct kunit *test)
 	struct knbd_peer_io io;
 
 	peer_io(&io, 1, 4096, 4);
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44 + 4096), 0);
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), -EPROTO);
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44 + 4095), -EPROTO);
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44 + 4097), -EPROTO);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40 + 4096), 0);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40), -EPROTO);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40 + 4095), -EPROTO);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40 + 4097), -EPROTO);
 }
 
 static void peer_decode_io_read_write_len(struct kunit *test)
@@ -1179,17 +1179,17 @@ static void peer_decode_io_read_write_len(struct kunit *test)
 	struct knbd_peer_io io;
 
 	peer_io(&io, 0, 0, 4);
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), -EPROTO);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40), -EPROTO);
 	peer_io(&io, 1, 0, 4);
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), -EPROTO);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40), -EPROTO);
 	peer_io(&io, 0, REQ_MAX, 4);
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), 0);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40), 0);
 	peer_io(&io, 1, REQ_MAX, 4);
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44 + REQ_MAX), 0);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40 + REQ_MAX), 0);
 	peer_io(&io, 0, REQ_MAX + 1, 4);
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), -EPROTO);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40), -EPROTO);
 	peer_io(&io, 1, REQ_MAX + 1, 4);
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44 + REQ_MAX + 1), -EPROTO);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40 + REQ_MAX + 1), -EPROTO);
 }
 
 static void peer_decode_io_no_payload_cmds(struct kunit *test)
@@ -1197,11 +1197,11 @@ static void peer_decode_io_no_payload_cmds(struct kunit *test)
 	struct knbd_peer_io io;
 
 	peer_io(&io, 3, 0, 4);		/* FLUSH */
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), 0);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40), 0);
 	peer_io(&io, 4, 1 << 30, 4);	/* TRIM: no payload, no 32 MiB limit */
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), 0);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40), 0);
 	peer_io(&io, 6, 1 << 30, 4);	/* WRITE_ZEROES */
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), 0);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40), 0);
 }
 
 static void peer_decode_io_bad_cmd(struct kunit *test)
@@ -1209,13 +1209,60 @@ static void peer_decode_io_bad_cmd(struct kunit *test)
 	struct knbd_peer_io io;
 
 	peer_io(&io, 2, 0, 4);		/* DISC is not forwarded */
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), -EPROTO);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40), -EPROTO);
 	peer_io(&io, 5, 4096, 4);
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), -EPROTO);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40), -EPROTO);
 	peer_io(&io, 7, 4096, 4);
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), -EPROTO);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40), -EPROTO);
 	peer_io(&io, 0xffff, 4096, 4);
-	KUNIT_EXPECT_EQ(test, peer_decode(&io, 44), -EPROTO);
+	KUNIT_EXPECT_EQ(test, peer_decode(&io, 40), -EPROTO);
+}
+
+static void peer_bind(struct knbd_peer_bind *b, u32 handle, u16 name_len)
+{
+	memset(b, 0, sizeof(*b));
+	b->handle = cpu_to_be32(handle);
+	b->name_len = cpu_to_be16(name_len);
+}
+
+static void peer_decode_bind_fields(struct kunit *test)
+{
+	static const u8 bytes[] = {
+		0x00, 0x00, 0x00, 0x07,		/* handle */
+		0x00, 0x04,			/* name_len */
+		0x00, 0x00,
+	};
+	struct knbd_peer_bind b;
+	u32 handle = 0;
+	u16 name_len = 0;
+
+	KUNIT_ASSERT_EQ(test, sizeof(b), sizeof(bytes));
+	memcpy(&b, bytes, sizeof(b));
+	KUNIT_EXPECT_EQ(test, knbd_peer_decode_bind(&b, 8 + 4, &handle, &name_len), 0);
+	KUNIT_EXPECT_EQ(test, handle, 7U);
+	KUNIT_EXPECT_EQ(test, name_len, (u16)4);
+}
+
+/* The frame holds exactly the name; names are 1..255 bytes, handles 0..63. */
+static void peer_decode_bind_lengths(struct kunit *test)
+{
+	struct knbd_peer_bind b;
+	u32 handle;
+	u16 n;
+
+	peer_bind(&b, 0, 4);
+	KUNIT_EXPECT_EQ(test, knbd_peer_decode_bind(&b, 8 + 3, &handle, &n), -EPROTO);
+	KUNIT_EXPECT_EQ(test, knbd_peer_decode_bind(&b, 8 + 5, &handle, &n), -EPROTO);
+	peer_bind(&b, 0, 0);
+	KUNIT_EXPECT_EQ(test, knbd_peer_decode_bind(&b, 8, &handle, &n), -EPROTO);
+	peer_bind(&b, 0, 255);
+	KUNIT_EXPECT_EQ(test, knbd_peer_decode_bind(&b, 8 + 255, &handle, &n), 0);
+	peer_bind(&b, 0, 256);
+	KUNIT_EXPECT_EQ(test, knbd_peer_decode_bind(&b, 8 + 256, &handle, &n), -EPROTO);
+	peer_bind(&b, KNBD_PEER_MAX_HANDLES - 1, 1);
+	KUNIT_EXPECT_EQ(test, knbd_peer_decode_bind(&b, 8 + 1, &handle, &n), 0);
+	peer_bind(&b, KNBD_PEER_MAX_HANDLES, 1);
+	KUNIT_EXPECT_EQ(test, knbd_peer_decode_bind(&b, 8 + 1, &handle, &n), -EPROTO);
 }
 
 static void peer_check_reply_read(struct kunit *test)
@@ -1344,7 +1391,9 @@ static struct kunit_case knbd_proto_cases[] = {
 	KUNIT_CASE(peer_decode_hdr_bad_version),
 	KUNIT_CASE(peer_decode_hdr_frame_too_big),
 	KUNIT_CASE(peer_decode_io_fields),
-	KUNIT_CASE(peer_decode_io_name_len),
+	KUNIT_CASE(peer_decode_io_handle),
+	KUNIT_CASE(peer_decode_bind_fields),
+	KUNIT_CASE(peer_decode_bind_lengths),
 	KUNIT_CASE(peer_decode_io_frame_len_read),
 	KUNIT_CASE(peer_decode_io_frame_len_write),
 	KUNIT_CASE(peer_decode_io_read_write_len),

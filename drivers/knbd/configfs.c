@@ -221,6 +221,44 @@ static ssize_t knbd_volume_description_store(struct config_item *item,
 }
 CONFIGFS_ATTR(knbd_volume_, description);
 
+static const char * const knbd_dio_names[] = {
+	[KNBD_DIO_AUTO]	= "auto",
+	[KNBD_DIO_OFF]	= "0",
+	[KNBD_DIO_ON]	= "1",
+};
+
+static ssize_t knbd_volume_direct_io_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%s\n", knbd_dio_names[to_knbd_volume(item)->direct_io]);
+}
+
+/*
+ * auto: bios for a block device, O_DIRECT for a file that has it;
+ * 0: the page cache; 1: direct, or enabling fails.
+ */
+static ssize_t knbd_volume_direct_io_store(struct config_item *item,
+					   const char *page, size_t count)
+{
+	struct knbd_volume *vol = to_knbd_volume(item);
+	int mode = sysfs_match_string(knbd_dio_names, page);
+	ssize_t ret = count;
+
+	if (mode < 0) {
+		knbd_cfg_warn(item, "direct_io must be auto, 0 or 1\n");
+		return -EINVAL;
+	}
+	mutex_lock(&vol->node->lock);
+	if (vol->enabled) {
+		knbd_cfg_warn(item, "cannot change direct_io while enabled\n");
+		ret = -EBUSY;
+	} else {
+		vol->direct_io = mode;
+	}
+	mutex_unlock(&vol->node->lock);
+	return ret;
+}
+CONFIGFS_ATTR(knbd_volume_, direct_io);
+
 static ssize_t knbd_volume_extent_size_show(struct config_item *item, char *page)
 {
 	return sysfs_emit(page, "%llu\n", 1ULL << to_knbd_volume(item)->extent_shift);
@@ -266,100 +304,17 @@ static ssize_t knbd_volume_routing_show(struct config_item *item, char *page)
 	return len;
 }
 
-/*
- * Writing a table (see route.c for the format) publishes it at once, also
- * while the volume serves: that is how a group moves to a new epoch.  An
- * empty write removes the table (every extent local).
- */
+/* Writing a table publishes it at once (knbd_volume_set_route()). */
 static ssize_t knbd_volume_routing_store(struct config_item *item,
 					 const char *page, size_t count)
 {
-	struct knbd_volume *vol = to_knbd_volume(item);
-	struct knbd_route *rt = NULL, *old;
-	const char *why;
-	u64 size;
-
-	mutex_lock(&vol->node->lock);
-	size = vol->enabled ? vol->info.size : vol->size_cfg;
-	if (strspn(page, " \t\n") != count) {
-		if (!size) {
-			mutex_unlock(&vol->node->lock);
-			knbd_cfg_warn(item, "set size before routing\n");
-			return -EINVAL;
-		}
-		rt = knbd_route_parse(page, count, size, vol->extent_shift, &why);
-		if (IS_ERR(rt)) {
-			mutex_unlock(&vol->node->lock);
-			if (PTR_ERR(rt) == -EINVAL)
-				knbd_cfg_warn(item, "routing: %s\n", why);
-			return PTR_ERR(rt);
-		}
-	}
-	old = rcu_dereference_protected(vol->route, lockdep_is_held(&vol->node->lock));
-	if (rt && old && rt->epoch < old->epoch) {
-		mutex_unlock(&vol->node->lock);
-		knbd_cfg_warn(item, "routing epoch %llu is older than the current %llu\n",
-			      rt->epoch, old->epoch);
-		knbd_route_free(rt);
-		return -EINVAL;
-	}
-	rcu_assign_pointer(vol->route, rt);
-	mutex_unlock(&vol->node->lock);
-	if (rt)
-		pr_info("volume %s: routing epoch %llu checksum %08x, %u extents, this member (%u) owns %llu\n",
-			config_item_name(item), rt->epoch, rt->checksum, rt->nr_extents,
-			vol->node->node_id, knbd_route_count(rt, vol->node->node_id));
-	if (old) {
-		synchronize_rcu();
-		knbd_route_free(old);
-	}
-	return count;
+	return knbd_volume_set_route(to_knbd_volume(item), page, count) ?: count;
 }
 CONFIGFS_ATTR(knbd_volume_, routing);
 
 static ssize_t knbd_volume_enable_show(struct config_item *item, char *page)
 {
 	return sysfs_emit(page, "%d\n", to_knbd_volume(item)->enabled);
-}
-
-static int knbd_volume_enable(struct knbd_volume *vol)
-{
-	struct knbd_route *rt;
-	int ret;
-
-	lockdep_assert_held(&vol->node->lock);
-	ret = knbd_backing_open(vol);
-	if (ret)
-		return ret;
-	rt = rcu_dereference_protected(vol->route, lockdep_is_held(&vol->node->lock));
-	if (rt && rt->size != vol->info.size) {
-		pr_warn_ratelimited("volume %s: routing was made for %llu bytes, volume has %llu\n",
-				    config_item_name(&vol->group.cg_item), rt->size,
-				    vol->info.size);
-		knbd_backing_close(vol);
-		return -EINVAL;
-	}
-	vol->enabled = true;
-	pr_info("volume %s: exported, %llu bytes from %s%s\n",
-		config_item_name(&vol->group.cg_item), vol->info.size,
-		vol->backing_path, vol->readonly ? " (read-only)" : "");
-	return 0;
-}
-
-/*
- * Called with state_lock but not lock held: the connections we wait for
- * may need lock to finish a handshake or a peer lookup.
- */
-static void knbd_volume_disable(struct knbd_volume *vol)
-{
-	lockdep_assert_held(&vol->node->state_lock);
-	mutex_lock(&vol->node->lock);
-	vol->enabled = false;
-	mutex_unlock(&vol->node->lock);
-	knbd_node_close_volume_conns(vol->node, vol);
-	wait_var_event(&vol->nr_conns, !atomic_read(&vol->nr_conns));
-	knbd_backing_close(vol);
-	pr_info("volume %s: disabled\n", config_item_name(&vol->group.cg_item));
 }
 
 static ssize_t knbd_volume_enable_store(struct config_item *item,
@@ -388,20 +343,25 @@ CONFIGFS_ATTR(knbd_volume_, enable);
 
 static ssize_t knbd_volume_stats_show(struct config_item *item, char *page)
 {
-	struct knbd_vol_stats *st = &to_knbd_volume(item)->stats;
+	struct knbd_volume *vol = to_knbd_volume(item);
+	struct knbd_vol_stats *st = &vol->stats;
+	const char *io_path;
 
+	mutex_lock(&vol->node->lock);
+	io_path = knbd_backing_mode(vol);
+	mutex_unlock(&vol->node->lock);
 	return sysfs_emit(page,
 			  "reads %lld\nwrites %lld\nread_bytes %lld\nwrite_bytes %lld\n"
 			  "flushes %lld\ntrims %lld\nwrite_zeroes %lld\nerrors %lld\n"
 			  "local_ios %lld\nforwarded_ios %lld\npeer_ios %lld\n"
-			  "epoch_mismatches %lld\nusers %d\n",
+			  "epoch_mismatches %lld\nfallback_ios %lld\nio_path %s\n",
 			  atomic64_read(&st->reads), atomic64_read(&st->writes),
 			  atomic64_read(&st->read_bytes), atomic64_read(&st->write_bytes),
 			  atomic64_read(&st->flushes), atomic64_read(&st->trims),
 			  atomic64_read(&st->write_zeroes), atomic64_read(&st->errors),
 			  atomic64_read(&st->local_ios), atomic64_read(&st->forwarded_ios),
 			  atomic64_read(&st->peer_ios), atomic64_read(&st->epoch_mismatches),
-			  atomic_read(&to_knbd_volume(item)->nr_conns));
+			  atomic64_read(&st->fallback_ios), io_path);
 }
 CONFIGFS_ATTR_RO(knbd_volume_, stats);
 
@@ -412,6 +372,7 @@ static struct configfs_attribute *knbd_volume_attrs[] = {
 	&knbd_volume_attr_readonly,
 	&knbd_volume_attr_description,
 	&knbd_volume_attr_extent_size,
+	&knbd_volume_attr_direct_io,
 	&knbd_volume_attr_routing,
 	&knbd_volume_attr_enable,
 	&knbd_volume_attr_stats,
@@ -423,6 +384,7 @@ static void knbd_volume_release(struct config_item *item)
 	struct knbd_volume *vol = to_knbd_volume(item);
 
 	knbd_route_free(rcu_dereference_protected(vol->route, 1));
+	ida_free(&vol->node->vol_ida, vol->vid);
 	kfree(vol->backing_path);
 	kfree(vol->description);
 	kfree(vol);
@@ -443,6 +405,7 @@ static struct config_group *knbd_volume_make(struct config_group *group,
 {
 	struct knbd_node *node = container_of(group, struct knbd_node, volumes_group);
 	struct knbd_volume *vol;
+	int ret;
 
 	if (strlen(name) > NAME_MAX) {
 		pr_warn_ratelimited("volume name too long\n");
@@ -451,20 +414,20 @@ static struct config_group *knbd_volume_make(struct config_group *group,
 	vol = kzalloc(sizeof(*vol), GFP_KERNEL);
 	if (!vol)
 		return ERR_PTR(-ENOMEM);
-	vol->node = node;
-	vol->min_block = KNBD_DEFAULT_MIN_BLOCK;
-	vol->extent_shift = KNBD_DEFAULT_EXTENT_SHIFT;
+	knbd_volume_init(vol, node);
 	config_group_init_type_name(&vol->group, name, &knbd_volume_type);
 
 	mutex_lock(&node->lock);
-	if (node->nr_volumes >= KNBD_MAX_VOLUMES) {
+	ret = ida_alloc_max(&node->vol_ida, KNBD_MAX_VOLUMES - 1, GFP_KERNEL);
+	if (ret < 0) {
 		mutex_unlock(&node->lock);
 		pr_warn_ratelimited("node %s: at most %d volumes\n",
 				    config_item_name(&node->group.cg_item),
 				    KNBD_MAX_VOLUMES);
 		kfree(vol);
-		return ERR_PTR(-ENOSPC);
+		return ERR_PTR(ret == -ENOMEM ? ret : -ENOSPC);
 	}
+	vol->vid = ret;
 	list_add_tail(&vol->node_entry, &node->volumes);
 	node->nr_volumes++;
 	mutex_unlock(&node->lock);
@@ -613,14 +576,15 @@ CONFIGFS_ATTR(knbd_peer_, node_id);
 static ssize_t knbd_peer_state_show(struct config_item *item, char *page)
 {
 	struct knbd_peer *peer = to_knbd_peer(item);
-	unsigned int inflight;
+	unsigned int inflight, inflight_max;
 
-	spin_lock(&peer->pending_lock);
+	spin_lock_bh(&peer->lock);
 	inflight = peer->inflight;
-	spin_unlock(&peer->pending_lock);
+	inflight_max = peer->inflight_max;
+	spin_unlock_bh(&peer->lock);
 	return sysfs_emit(page,
-			  "state %s\ninflight %u\nforwarded %lld\nfailed %lld\nconnects %lld\nepoch_mismatches %lld\n",
-			  knbd_peer_state_name(READ_ONCE(peer->state)), inflight,
+			  "state %s\ninflight %u\ninflight_max %u\nforwarded %lld\nfailed %lld\nconnects %lld\nepoch_mismatches %lld\n",
+			  knbd_peer_state_name(READ_ONCE(peer->state)), inflight, inflight_max,
 			  atomic64_read(&peer->forwarded), atomic64_read(&peer->failed),
 			  atomic64_read(&peer->connects), atomic64_read(&peer->mismatches));
 }
@@ -698,9 +662,10 @@ static void knbd_peer_drop(struct config_group *group, struct config_item *item)
 	mutex_lock(&node->lock);
 	list_del_rcu(&peer->node_entry);
 	mutex_unlock(&node->lock);
+	/* No forwarder or monitor finds it any more, then nothing is on it. */
+	synchronize_rcu();
 	knbd_peer_stop(peer);
 	mutex_unlock(&node->state_lock);
-	synchronize_rcu();
 	config_item_put(item);
 }
 
@@ -812,6 +777,49 @@ static ssize_t knbd_node_max_connections_store(struct config_item *item,
 	return ret;
 }
 CONFIGFS_ATTR(knbd_node_, max_connections);
+
+static ssize_t knbd_node_queue_depth_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%u\n", READ_ONCE(to_knbd_node(item)->queue_depth));
+}
+
+/* Requests in flight per client connection; new connections take a change. */
+static ssize_t knbd_node_queue_depth_store(struct config_item *item,
+					   const char *page, size_t count)
+{
+	u32 depth;
+
+	if (kstrtou32(page, 0, &depth) || !depth || depth > KNBD_MAX_QUEUE_DEPTH) {
+		knbd_cfg_warn(item, "queue_depth must be 1..%u\n", KNBD_MAX_QUEUE_DEPTH);
+		return -EINVAL;
+	}
+	WRITE_ONCE(to_knbd_node(item)->queue_depth, depth);
+	return count;
+}
+CONFIGFS_ATTR(knbd_node_, queue_depth);
+
+static ssize_t knbd_node_io_timeout_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%u\n", READ_ONCE(to_knbd_node(item)->io_timeout));
+}
+
+/*
+ * Seconds a connection may leave its replies unread, or a request half
+ * sent, before it is closed; connections read it as they go.
+ */
+static ssize_t knbd_node_io_timeout_store(struct config_item *item,
+					  const char *page, size_t count)
+{
+	u32 secs;
+
+	if (kstrtou32(page, 0, &secs) || !secs || secs > KNBD_MAX_IO_TIMEOUT) {
+		knbd_cfg_warn(item, "io_timeout must be 1..%u seconds\n", KNBD_MAX_IO_TIMEOUT);
+		return -EINVAL;
+	}
+	WRITE_ONCE(to_knbd_node(item)->io_timeout, secs);
+	return count;
+}
+CONFIGFS_ATTR(knbd_node_, io_timeout);
 
 static ssize_t knbd_node_peer_port_show(struct config_item *item, char *page)
 {
@@ -941,9 +949,10 @@ static ssize_t knbd_node_stats_show(struct config_item *item, char *page)
 			 node->node_id, knbd_load_fmt(l).s, READ_ONCE(node->client_conns),
 			 node->load_tick_ms);
 	len += sysfs_emit_at(page, len,
-			     "serving_members load %s\nlatency_us %u inflight %u\n",
+			     "serving_members load %s\nlatency_us %u inflight %u io_timeouts %lld\n",
 			     knbd_load_fmt(READ_ONCE(node->peer_load)).s,
-			     READ_ONCE(node->lat_us), READ_ONCE(node->inflight));
+			     READ_ONCE(node->lat_us), READ_ONCE(node->inflight),
+			     atomic64_read(&node->timeouts));
 	len += sysfs_emit_at(page, len,
 			     "balance %s state %s smoothed %s moves %lld admin_drains %lld no_fit %lld deferred %lld drain_dropped %lld\n",
 			     READ_ONCE(node->cm_enabled) ? "on" : "off",
@@ -1177,13 +1186,6 @@ static ssize_t knbd_node_drain_store(struct config_item *item, const char *page,
 }
 CONFIGFS_ATTR_WO(knbd_node_, drain);
 
-static const char * const knbd_conn_state_names[] = {
-	[KNBD_CONN_HANDSHAKE]		= "handshake",
-	[KNBD_CONN_TRANSMISSION]	= "transmission",
-	[KNBD_CONN_DRAINING]		= "draining",
-	[KNBD_CONN_CLOSING]		= "closing",
-};
-
 static ssize_t knbd_node_clients_show(struct config_item *item, char *page)
 {
 	struct knbd_node *node = to_knbd_node(item);
@@ -1194,11 +1196,9 @@ static ssize_t knbd_node_clients_show(struct config_item *item, char *page)
 	list_for_each_entry(conn, &node->conns, node_entry) {
 		struct knbd_volume *vol = READ_ONCE(conn->vol);
 		u64 load = READ_ONCE(conn->load);
-		unsigned int inflight;
+		/* io_work's own count: a gauge, a stale value is as good as any */
+		unsigned int inflight = data_race(conn->inflight);
 
-		spin_lock(&conn->lock);
-		inflight = conn->inflight;
-		spin_unlock(&conn->lock);
 		/* Stop at the page end rather than emit a torn line. */
 		if (len > PAGE_SIZE - 160)
 			break;
@@ -1207,7 +1207,7 @@ static ssize_t knbd_node_clients_show(struct config_item *item, char *page)
 				     conn->id, &conn->peer,
 				     conn->is_peer ? "(member)" :
 				     vol ? config_item_name(&vol->group.cg_item) : "-",
-				     knbd_conn_state_names[READ_ONCE(conn->state)],
+				     knbd_conn_state_name(READ_ONCE(conn->state)),
 				     inflight, atomic64_read(&conn->ops),
 				     atomic64_read(&conn->bytes), knbd_load_fmt(load).s,
 				     READ_ONCE(conn->lat_us));
@@ -1221,6 +1221,8 @@ static struct configfs_attribute *knbd_node_attrs[] = {
 	&knbd_node_attr_listen_addr,
 	&knbd_node_attr_listen_port,
 	&knbd_node_attr_max_connections,
+	&knbd_node_attr_queue_depth,
+	&knbd_node_attr_io_timeout,
 	&knbd_node_attr_peer_port,
 	&knbd_node_attr_node_id,
 	&knbd_node_attr_group_id,
@@ -1240,7 +1242,10 @@ static struct configfs_attribute *knbd_node_attrs[] = {
 
 static void knbd_node_release(struct config_item *item)
 {
-	kfree(to_knbd_node(item));
+	struct knbd_node *node = to_knbd_node(item);
+
+	ida_destroy(&node->vol_ida);
+	kfree(node);
 }
 
 static struct configfs_item_operations knbd_node_item_ops = {
@@ -1289,7 +1294,10 @@ static struct config_group *knbd_node_make(struct config_group *group,
 	INIT_LIST_HEAD(&node->group_entry);
 	node->node_id = 1;
 	node->group_id = 1;
-	knbd_node_init_work(node);
+	node->queue_depth = KNBD_DEFAULT_QUEUE_DEPTH;
+	node->io_timeout = KNBD_DEFAULT_IO_TIMEOUT;
+	ida_init(&node->vol_ida);
+	knbd_node_init(node);
 
 	config_group_init_type_name(&node->group, name, &knbd_node_type);
 	config_group_init_type_name(&node->volumes_group, "volumes",

@@ -2,13 +2,20 @@
 /*
  * knbd private definitions shared by the files of the module.
  *
- * Object model (see Documentation/design.rst):
- *   knbd_node    one member server: a listener in one network namespace,
- *                created with mkdir under configfs nodes/.
- *   knbd_volume  one export of a node, backed by a file or block device.
- *   knbd_conn    one client TCP connection, refcounted; the receive work
- *                owns the initial reference, each request in flight one more.
- *   knbd_req     one NBD command between parsing and its reply.
+ * Floors, calls going down only (Documentation/design.md):
+ *
+ *   configfs.c                       the admin's tree
+ *   node.c volume.c                  objects: enable, disable, publish a route
+ *   listener.c                       accepts, hands sockets to a transport
+ *   nbd.c drain.c peer_serve.c       transports: NBD clients, other members
+ *   conn.c sock.c                    the connection engine shared by both
+ *   req.c                            core: a request split into pieces
+ *   backing.c peer_link.c            where pieces go: the local store, a member
+ *   proto.c route.c load.c connmgr.c pure logic, no sockets (KUnit)
+ *
+ * monitor.c (the load thread) sits beside node.c.  Callbacks go up only
+ * through function pointers: a piece's completion (knbd_piece_done()) and a
+ * request's transport (knbd_conn_ops::queue_reply), as in nvmet.
  */
 #ifndef _KNBD_H
 #define _KNBD_H
@@ -17,11 +24,17 @@
 #include <linux/bvec.h>
 #include <linux/completion.h>
 #include <linux/configfs.h>
-#include <linux/kref.h>
+#include <linux/fs.h>
+#include <linux/hashtable.h>
+#include <linux/idr.h>
 #include <linux/list.h>
+#include <linux/llist.h>
 #include <linux/mutex.h>
+#include <linux/percpu-refcount.h>
 #include <linux/sizes.h>
 #include <linux/socket.h>
+#include <linux/spinlock.h>
+#include <linux/timer.h>
 #include <linux/types.h>
 #include <linux/uio.h>
 #include <linux/wait.h>
@@ -32,8 +45,8 @@
 
 #define KNBD_DEFAULT_PORT		10809
 #define KNBD_DEFAULT_MAX_CONNS		64
-#define KNBD_MAX_CONNS_LIMIT		WQ_UNBOUND_MAX_ACTIVE
-#define KNBD_MAX_VOLUMES		64
+#define KNBD_MAX_CONNS_LIMIT		65536
+#define KNBD_MAX_VOLUMES		KNBD_PEER_MAX_HANDLES
 
 /* Largest READ or WRITE payload accepted (advertised as maximum block size). */
 #define KNBD_MAX_REQ_BYTES		SZ_32M
@@ -42,27 +55,42 @@
 #define KNBD_MAX_MIN_BLOCK		4096U
 
 /*
- * Per-connection bounds: a client may keep this many requests and payload
- * bytes in flight before the receive side stops reading its socket and
- * TCP flow control pushes back.
+ * Per-connection bounds: a client may keep queue_depth requests (the pool
+ * preallocated when transmission starts) and this many payload bytes in
+ * flight; beyond that the connection stops reading its socket and TCP flow
+ * control pushes back.  128 is nbd.ko's depth per connection.
  */
-#define KNBD_CONN_MAX_INFLIGHT		256U
+#define KNBD_DEFAULT_QUEUE_DEPTH	128U
+#define KNBD_MAX_QUEUE_DEPTH		1024U
 #define KNBD_CONN_MAX_BYTES		SZ_64M
+/* A member link serves the pieces of many clients: a deeper pool. */
+#define KNBD_PEER_QUEUE_DEPTH		512U
+#define KNBD_PEER_MAX_BYTES		SZ_128M
+
+/*
+ * io_work budgets, as nvmet-tcp: so many receives and sends per round,
+ * so many rounds before the work yields and requeues itself.
+ */
+#define KNBD_RECV_BUDGET		8
+#define KNBD_SEND_BUDGET		8
+#define KNBD_IO_WORK_BUDGET		64
+/* A WRITE payload gets pages this far ahead of what has arrived, no more. */
+#define KNBD_RECV_AHEAD			SZ_64K
 
 /* Handshake limits: option data we parse, drain, or consider hostile. */
 #define KNBD_OPT_MAX_PARSE		(KNBD_NBD_MAX_STRING + 4 + 2 + 2 * 64)
 #define KNBD_OPT_MAX_DRAIN		SZ_1M
 #define KNBD_MAX_OPTIONS		256
-#define KNBD_HANDSHAKE_TIMEOUT		(30 * HZ)
-#define KNBD_SEND_TIMEOUT_SECS		30
+#define KNBD_HANDSHAKE_TIMEOUT		(60 * HZ)	/* greeting to GO, in all */
 
 /*
- * In transmission the receiver wakes this often when idle, to notice a
- * drain; a request that makes no progress for KNBD_CONN_STALLS polls in
- * a row is given up (the client is gone or hostile).
+ * A connection that makes no progress for io_timeout seconds while it owes
+ * us the rest of a request, or while its replies wait to be read, is
+ * closed: the client is gone, hostile, or does not read.
  */
-#define KNBD_CONN_POLL			(HZ / 5)
-#define KNBD_CONN_STALLS		150		/* 30 s */
+#define KNBD_DEFAULT_IO_TIMEOUT		30
+#define KNBD_MAX_IO_TIMEOUT		3600
+
 /* A draining connection serves what is queued for at most this long ... */
 #define KNBD_DRAIN_READ_TIME		(2 * HZ)
 /* ... gathers the replies of what it read for at most this long ... */
@@ -74,12 +102,12 @@
 
 /* Server-to-server links. */
 #define KNBD_DEFAULT_PEER_PORT		10810
-#define KNBD_PEER_MAX_INFLIGHT		128U
-#define KNBD_PEER_IO_TIMEOUT		(30 * HZ)	/* no reply this long: link dead */
-#define KNBD_PEER_POLL			(5 * HZ)	/* how often the reader checks */
+/* A piece unanswered this long takes its link down. */
+#define KNBD_PEER_IO_TIMEOUT		(30 * HZ)
 #define KNBD_PEER_HELLO_TIMEOUT		(5 * HZ)
 #define KNBD_PEER_BACKOFF_MIN_MS	100
 #define KNBD_PEER_BACKOFF_MAX_MS	5000
+#define KNBD_PEER_COOKIE_BITS		10		/* hash of pending pieces */
 
 /* ---- pure protocol logic (proto.c): no sockets, no files ---- */
 
@@ -192,14 +220,15 @@ int knbd_route_format(const struct knbd_route *rt, char *buf, size_t size);
 
 /* ---- server-to-server frames (proto.c): pure ---- */
 
-#define KNBD_PEER_MAX_FRAME	(sizeof(struct knbd_peer_io) + KNBD_PEER_MAX_NAME + \
-				 KNBD_MAX_REQ_BYTES)
+#define KNBD_PEER_MAX_FRAME	(sizeof(struct knbd_peer_io) + KNBD_MAX_REQ_BYTES)
 
 void knbd_peer_encode_hdr(struct knbd_peer_hdr *hdr, u16 type, u32 len);
 int knbd_peer_decode_hdr(const struct knbd_peer_hdr *hdr, u16 *type, u32 *len);
 int knbd_peer_decode_io(const struct knbd_peer_io *io, u32 frame_len,
 			struct knbd_cmd *cmd, u64 *epoch, u32 *checksum,
-			u16 *name_len);
+			u32 *handle);
+int knbd_peer_decode_bind(const struct knbd_peer_bind *bind, u32 frame_len,
+			  u32 *handle, u16 *name_len);
 int knbd_peer_check_reply(u32 frame_len, u32 error, u32 status, u16 cmd,
 			  u32 len);
 
@@ -294,6 +323,13 @@ const char *knbd_cm_verdict_name(enum knbd_cm_verdict v);
 
 /* ---- objects ---- */
 
+/* The socket callbacks knbd takes over (sock.c), and what it saved. */
+struct knbd_sock_cbs {
+	void (*data_ready)(struct sock *sk);
+	void (*write_space)(struct sock *sk);
+	void (*state_change)(struct sock *sk);
+};
+
 struct knbd_vol_stats {
 	atomic64_t reads;
 	atomic64_t writes;
@@ -307,18 +343,24 @@ struct knbd_vol_stats {
 	atomic64_t forwarded_ios;	/* pieces sent to their owner */
 	atomic64_t peer_ios;		/* pieces served for other members */
 	atomic64_t epoch_mismatches;
+	atomic64_t fallback_ios;	/* local pieces a worker had to run */
 };
 
 struct knbd_node;
 struct knbd_monitor;
+struct knbd_conn;
+struct knbd_req;
+struct knbd_conn_ops;
+struct knbd_piece;
+struct knbd_volume;
 
 /* A listening socket of a node: clients, or other members. */
 struct knbd_listener {
 	struct knbd_node *node;
 	struct socket *sock;
+	const struct knbd_conn_ops *ops;	/* the transport of its connections */
 	void (*saved_data_ready)(struct sock *sk);
 	struct work_struct accept_work;
-	bool peer;
 };
 
 struct knbd_node {
@@ -337,10 +379,13 @@ struct knbd_node {
 	struct mutex lock;		/* configuration, flags, volumes */
 	struct list_head volumes;
 	unsigned int nr_volumes;
+	struct ida vol_ida;		/* volume ids: member links name volumes by them */
 	struct sockaddr_storage listen_addr;
 	u16 listen_port;
 	u16 peer_port;
 	u32 max_conns;
+	u32 queue_depth;		/* requests in flight per client connection */
+	u32 io_timeout;			/* seconds; see KNBD_DEFAULT_IO_TIMEOUT */
 	u32 node_id;
 	u32 group_id;
 	bool enabled;
@@ -349,6 +394,9 @@ struct knbd_node {
 	struct net *net;
 	struct knbd_listener clients;
 	struct knbd_listener peers_listener;
+
+	/* Enabled volumes by id, for the member transport (RCU; writers hold lock). */
+	struct knbd_volume __rcu *vol_by_id[KNBD_MAX_VOLUMES];
 
 	/* Peer links, RCU list; writers hold lock. */
 	struct list_head peers;
@@ -377,18 +425,28 @@ struct knbd_node {
 	atomic64_t cm_skipped;		/* over-utilised but no connection fits */
 	atomic64_t cm_deferred;		/* another member was moving already */
 	atomic64_t drain_dropped;	/* requests unread when a drain closed */
+	atomic64_t timeouts;		/* connections closed by io_timeout */
 
-	/* Client and peer-server connections; lock order: lock -> conns_lock. */
+	/* Client and member connections; lock order: lock -> conns_lock. */
 	struct mutex conns_lock;
 	struct list_head conns;
 	atomic_t nr_conns;
 	u64 next_conn_id;
 };
 
+/* volume direct_io: how the backing is reached. */
+enum knbd_dio {
+	KNBD_DIO_AUTO,		/* direct where the backing allows it */
+	KNBD_DIO_OFF,		/* through the page cache */
+	KNBD_DIO_ON,		/* direct, or refuse to enable */
+};
+
 struct knbd_volume {
 	struct config_group group;
 	struct knbd_node *node;
 	struct list_head node_entry;	/* node->volumes, under node->lock */
+	u32 vid;			/* index in node->vol_by_id */
+	u32 gen;			/* which volume of that name (a new one after rmdir) */
 
 	/* Configuration, under node->lock; frozen while enabled. */
 	char *backing_path;
@@ -396,18 +454,27 @@ struct knbd_volume {
 	u64 size_cfg;
 	u32 min_block;
 	u32 extent_shift;
+	enum knbd_dio direct_io;
 	bool readonly;
 	bool enabled;
 
-	/* Valid while enabled. */
-	struct file *backing;
+	/* Valid while enabled (backing.c). */
+	struct file *backing;		/* buffered access (page cache) */
+	struct file *backing_direct;	/* O_DIRECT access to a regular file */
+	struct block_device *bdev;	/* bios straight to a block device */
+	u32 dio_align;			/* what the direct paths need aligned */
 	struct knbd_export_info info;
+
+	/*
+	 * Users while enabled: attached client connections and member
+	 * requests in flight.  Killed by disable, which waits for ref_done.
+	 */
+	struct percpu_ref ref;
+	struct completion ref_done;
 
 	/* NULL: every extent is local.  Replaced under node->lock. */
 	struct knbd_route __rcu *route;
 
-	/* Users: attached connections and peer requests in flight. */
-	atomic_t nr_conns;
 	struct knbd_vol_stats stats;
 	u64 load;			/* of the clients attached here */
 };
@@ -418,7 +485,11 @@ enum knbd_peer_state {
 	KNBD_PEER_UP,
 };
 
-/* The outgoing link to another member, which serves our forwarded pieces. */
+/*
+ * The outgoing link to another member, which serves our forwarded pieces
+ * (peer_link.c).  One socket at a time, driven by io_work; forwarders only
+ * queue pieces under lock and kick it.
+ */
 struct knbd_peer {
 	struct config_group group;
 	struct knbd_node *node;
@@ -429,27 +500,46 @@ struct knbd_peer {
 	u16 port;
 	u32 node_id;
 
-	/* Link. */
 	struct delayed_work connect_work;
-	struct work_struct recv_work;
+	struct work_struct io_work;
+	struct timer_list timer;	/* deadlines: hello, the oldest piece */
 	unsigned int backoff_ms;
 	enum knbd_peer_state state;
+	bool running;			/* started by node enable, under state_lock */
+
+	/* Pieces and link state; bh: the timer takes it too. */
+	spinlock_t lock;
 	bool stopping;
-	bool running;			/* started by node enable */
-	u32 remote_group;
-
-	/* Serialises frames on the socket; sock and gen change under it too. */
-	struct mutex send_lock;
-	struct socket *sock;
-
-	/* Forwarded pieces waiting for their reply. */
-	spinlock_t pending_lock;
-	struct list_head pending;
-	bool link_up;
-	u32 gen;
+	bool link_up;			/* HELLO done: pieces may be queued */
+	bool expired;			/* the timer found a deadline passed */
+	u32 gen;			/* socket generation */
 	u64 next_cookie;
 	unsigned int inflight;
-	wait_queue_head_t wait;
+	unsigned int inflight_max;
+	struct list_head pending;	/* queued or sent, oldest first */
+	struct list_head send_queue;	/* not sent yet */
+	DECLARE_HASHTABLE(cookies, KNBD_PEER_COOKIE_BITS);
+
+	/* The current socket and its I/O state: io_work only (and stop). */
+	struct socket *sock;
+	struct knbd_sock_cbs saved_cbs;
+	unsigned long hello_deadline;
+	bool hello_sent;
+	u32 bound[KNBD_MAX_VOLUMES];	/* volume gen bound to each handle, 0: none */
+	u8 ctl[64 + KNBD_PEER_MAX_NAME]; /* HELLO, BIND or LOAD being sent */
+	u32 ctl_len;
+	u32 ctl_off;
+	struct knbd_piece *snd_piece;	/* being sent: frame, then WRITE data */
+	u32 snd_off;
+	u8 snd_hdr[sizeof(struct knbd_peer_hdr) + sizeof(struct knbd_peer_io)];
+	u8 rcv_hdr[sizeof(struct knbd_peer_hdr) + sizeof(struct knbd_peer_io_reply)];
+	u32 rcv_off;
+	struct knbd_piece *rcv_piece;	/* receiving its READ data */
+	u32 rcv_data_off;
+
+	/* The latest load report to send (monitor), and whether it went. */
+	struct knbd_peer_load load_out;
+	bool load_dirty;
 
 	/* The peer's last load report; remote_at == 0: none yet. */
 	u64 remote_load;
@@ -460,89 +550,79 @@ struct knbd_peer {
 	u64 cm_load;			/* remote_load smoothed for the policy */
 	bool cm_fresh;
 
-	atomic_t users;			/* forwarders inside knbd_peer_forward() */
 	atomic64_t forwarded;
 	atomic64_t failed;
 	atomic64_t connects;
 	atomic64_t mismatches;
 };
 
-/* One piece of a client request on its way to its owner. */
-struct knbd_fwd {
-	struct list_head entry;
-	struct completion done;
-	u64 cookie;
-	unsigned long sent_at;		/* jiffies, for the I/O timeout */
-	u16 cmd;
-	u16 flags;
-	u64 offset;
+/*
+ * One piece of a request that a single member serves: the whole request
+ * when the volume is not partitioned.  Its data is the slice
+ * [data_off, data_off + len) of the request's pages.
+ */
+struct knbd_piece {
+	struct knbd_req *req;
+	u64 offset;			/* in the volume */
 	u32 len;
-	struct iov_iter iter;		/* WRITE source or READ destination */
-	u32 nbd_err;
-	u32 status;
-	u64 remote_epoch;
+	u32 data_off;
+	u32 owner;
+	u32 done;			/* bytes done by a NOWAIT attempt */
+	int err;
+	union {
+		struct kiocb iocb;	/* local: file I/O */
+		struct {		/* remote: on a member link */
+			struct knbd_peer *peer;
+			struct list_head entry;		/* peer->pending */
+			struct list_head send_entry;	/* peer->send_queue */
+			struct hlist_node hnode;	/* peer->cookies */
+			u64 cookie;
+			unsigned long deadline;
+			u32 status;
+			u64 remote_epoch;
+			u32 handle;
+			u32 vol_gen;
+		} fwd;
+	};
+	struct work_struct work;	/* local: what must block runs here */
 };
 
-enum knbd_conn_state {
-	KNBD_CONN_HANDSHAKE,
-	KNBD_CONN_TRANSMISSION,
-	KNBD_CONN_DRAINING,		/* serving what is queued, then closing */
-	KNBD_CONN_CLOSING,
-};
-
-struct knbd_conn {
-	struct kref ref;
-	struct knbd_node *node;
-	struct knbd_volume *vol;	/* client: set once under node->lock at GO */
-	struct socket *sock;
-	struct list_head node_entry;	/* node->conns, under conns_lock */
-	struct work_struct recv_work;
-	u64 id;
-	struct sockaddr_storage peer;
-	enum knbd_conn_state state;
-	bool no_zeroes;
-	bool is_peer;			/* another member, not an NBD client */
-	u32 peer_id;
-
-	/* Serialises replies: header and data of one reply stay together. */
-	struct mutex send_lock;
-
-	/* In-flight accounting; the receive side waits here for room. */
-	spinlock_t lock;
-	unsigned int inflight;
-	u64 inflight_bytes;
-	wait_queue_head_t wait;
-
-	atomic64_t ops;
-	atomic64_t bytes;
-	atomic64_t lat_ns;		/* service time of the replied requests */
-	u64 load_ops;			/* counters at the last load tick */
-	u64 load_bytes;
-	u64 load_lat_ns;
-	u64 load;			/* smoothed, milli weighted ops/s */
-	u32 lat_us;			/* smoothed mean service time */
-
-	/* Graceful close (connection manager or admin): see knbd_conn_drain(). */
-	bool draining;
-	unsigned long drain_at;
-	atomic_t reply_waiters;		/* replies ready, held back by a drain */
-	bool replies_held;		/* the receiver holds send_lock for it */
-
-	/* Scratch space for the handshake and for draining refused payloads. */
-	void *buf;
-};
-
+/*
+ * One request between its header and its reply: from a connection's pool,
+ * on the connection's free list, then in flight (pieces), then on its
+ * reply list until the reply has left.
+ */
 struct knbd_req {
 	struct knbd_conn *conn;
 	struct knbd_volume *vol;
-	struct work_struct work;
 	struct knbd_cmd cmd;
 	u64 start_ns;			/* header read: for the service time */
+	struct list_head entry;		/* conn free list or send list */
+	struct llist_node lentry;	/* conn->resp_list */
+	atomic_t pending;		/* pieces in flight, + 1 while issuing */
+	int error;			/* the first error of a piece */
 	u32 nbd_err;
-	u32 peer_status;		/* peer-server requests: KNBD_PEER_* */
-	unsigned int nr_bvec;
+	u32 status;			/* member transport: KNBD_PEER_* */
+	bool own_vol_ref;		/* member transport: holds a vol->ref */
+	u32 mem;			/* payload bytes counted in the budget */
+
+	/* Payload: full pages but the last; pages allocated so far. */
 	struct bio_vec *bvec;
-	struct bio_vec inline_bvec[];
+	unsigned int nr_bvec;
+	unsigned int max_bvec;
+
+	unsigned int nr_pieces;
+	struct knbd_piece *pieces;
+	struct knbd_route_id rid;	/* the table the pieces were cut by */
+
+	/* The reply: a header encoded by the transport, then data_len bytes. */
+	u32 data_len;
+	u8 hdr_len;
+	u8 hdr[sizeof(struct knbd_peer_hdr) + sizeof(struct knbd_peer_io_reply)];
+
+	struct knbd_piece inline_piece;
+#define KNBD_INLINE_BVECS	4
+	struct bio_vec inline_bvec[KNBD_INLINE_BVECS];
 };
 
 /* Payload memory a request pins while in flight, counted against the budget. */
@@ -553,55 +633,316 @@ static inline u32 knbd_cmd_mem_bytes(const struct knbd_cmd *cmd)
 	return 0;
 }
 
-/* core.c */
-extern struct workqueue_struct *knbd_wq;
-extern struct workqueue_struct *knbd_io_wq;
-void knbd_node_init_work(struct knbd_node *node);
-int knbd_node_enable(struct knbd_node *node);
-void knbd_node_disable(struct knbd_node *node);
-void knbd_node_close_volume_conns(struct knbd_node *node, struct knbd_volume *vol);
-struct knbd_volume *knbd_node_get_volume(struct knbd_node *node, const char *name,
-					 u32 len);
-void knbd_volume_put_user(struct knbd_volume *vol);
-void knbd_conn_put(struct knbd_conn *conn);
-void knbd_conn_req_done(struct knbd_conn *conn, u32 data_len);
-bool knbd_conn_has_room(struct knbd_conn *conn, u32 bytes);
-void knbd_conn_unreserve(struct knbd_conn *conn, u32 bytes);
-int knbd_conn_send_reply(struct knbd_conn *conn, u64 cookie, u32 nbd_err,
-			 struct bio_vec *bvec, unsigned int nr_bvec, u32 len);
-int knbd_recv(struct socket *sock, void *buf, size_t len);
-int knbd_recv_stalls(struct socket *sock, void *buf, size_t len, int flags,
-		     unsigned int max_stalls);
-int knbd_recv_iter(struct socket *sock, struct iov_iter *iter);
-int knbd_recv_iter_stalls(struct socket *sock, struct iov_iter *iter,
-			  unsigned int max_stalls);
-int knbd_conn_drain(struct knbd_node *node, u64 id, bool by_admin);
-int knbd_send(struct socket *sock, const void *buf, size_t len, int flags);
-int knbd_send_iter(struct socket *sock, struct iov_iter *iter, int flags);
-int knbd_drain(struct knbd_conn *conn, u32 len);
-void knbd_sock_set_rcvtimeo(struct socket *sock, long timeo);
+enum knbd_conn_state {
+	KNBD_CONN_HANDSHAKE,
+	KNBD_CONN_TRANSMISSION,
+	KNBD_CONN_DRAINING,		/* serving what is queued, then closing */
+	KNBD_CONN_CLOSING,
+};
 
-/* io.c */
+/* What the engine reads next (conn.c). */
+enum knbd_rcv_state {
+	KNBD_RCV_BUF,		/* rcv_len bytes into rcv_buf */
+	KNBD_RCV_DATA,		/* a WRITE payload into rcv_req's pages */
+	KNBD_RCV_DISCARD,	/* rcv_left bytes of a refused payload */
+	KNBD_RCV_ROOM,		/* a header waits for room in the budget */
+	KNBD_RCV_STOP,		/* not reading (drained, closing) */
+};
+
+/*
+ * A transport: what a connection's bytes mean.  The engine calls up into
+ * it; the core calls queue_reply when a request has finished, from any
+ * context (a bio's end_io too): it must not sleep.
+ */
+struct knbd_conn_ops {
+	const char *name;
+	bool is_peer;
+	/* Set up the first read (and any greeting); io_work. */
+	int (*start)(struct knbd_conn *conn);
+	/* The current read is complete (or room came for KNBD_RCV_ROOM). */
+	int (*rcv_done)(struct knbd_conn *conn);
+	/* Encode req's reply and hand it to the engine. */
+	void (*queue_reply)(struct knbd_req *req);
+	/* After each io_work round and timer: the transport's own clock. */
+	int (*tick)(struct knbd_conn *conn, unsigned long *next);
+	/* Free what start() and the transport allocated. */
+	void (*release)(struct knbd_conn *conn);
+};
+
+/* NBD transport state (nbd.c, drain.c). */
+enum knbd_nbd_phase {
+	KNBD_NBD_HS_FLAGS,	/* client flags */
+	KNBD_NBD_HS_OPT,	/* option header */
+	KNBD_NBD_HS_OPT_DATA,	/* option data into conn->buf */
+	KNBD_NBD_HS_OPT_BIG,	/* option data too long to parse: dropped */
+	KNBD_NBD_REQ_HDR,
+	KNBD_NBD_REQ_DATA,
+	KNBD_NBD_REQ_DROP,	/* a refused WRITE's payload */
+};
+
+enum knbd_drain_phase {
+	KNBD_DRAIN_NONE,
+	KNBD_DRAIN_READING,	/* serve what was sent before the drain */
+	KNBD_DRAIN_QUIET,	/* nothing queued: replies held, wait for stragglers */
+	KNBD_DRAIN_GATHER,	/* replies held until every one is ready */
+	KNBD_DRAIN_SENDING,	/* replies corked into the socket */
+	KNBD_DRAIN_CLOSING,	/* replies left: reset behind them */
+};
+
+struct knbd_nbd_conn {
+	enum knbd_nbd_phase phase;
+	unsigned int nr_opts;
+	u32 option;
+	u32 opt_len;
+	bool no_zeroes;
+	bool disc;			/* DISC or ABORT: close once idle */
+	union {
+		__be32 cflags;
+		struct nbd_wire_opt opt;
+		struct nbd_wire_request req;
+	} hdr;
+	struct knbd_cmd cmd;		/* the request being admitted */
+
+	/* Graceful close (drain.c). */
+	enum knbd_drain_phase drain;
+	unsigned long drain_at;		/* when it began */
+	unsigned long drain_until;	/* end of the current wait */
+	unsigned int dropped;
+	bool corked;
+	bool by_admin;
+	bool drain_req;			/* asked for (knbd_conn_drain()) */
+};
+
+/* Member transport state (peer_serve.c). */
+enum knbd_pserve_phase {
+	KNBD_PSERVE_HELLO_HDR,
+	KNBD_PSERVE_HELLO,
+	KNBD_PSERVE_HDR,
+	KNBD_PSERVE_BODY,	/* LOAD, BIND or the fixed part of IO */
+	KNBD_PSERVE_NAME,	/* a BIND's name */
+	KNBD_PSERVE_DATA,
+	KNBD_PSERVE_DROP,	/* a refused WRITE's payload */
+};
+
+struct knbd_pserve_bind {
+	u32 vid;
+	u32 gen;			/* 0: unbound */
+	u16 name_len;
+	char name[KNBD_PEER_MAX_NAME];
+};
+
+struct knbd_pserve_conn {
+	enum knbd_pserve_phase phase;
+	u16 type;
+	u32 len;
+	u32 handle;
+	u64 epoch;
+	u32 checksum;
+	union {
+		struct knbd_peer_hdr hdr;
+		struct knbd_peer_hello hello;
+		struct knbd_peer_load load;
+		struct knbd_peer_bind bind;
+		struct knbd_peer_io io;
+	} buf;
+	struct knbd_cmd cmd;
+	struct knbd_pserve_bind *binds;	/* KNBD_PEER_MAX_HANDLES of them */
+};
+
+/*
+ * A TCP connection (conn.c): a client's or another member's.  One io_work
+ * does all its socket I/O, without ever blocking; replies come back from
+ * any context through resp_list.  Freed by release_work once closed and
+ * every request in flight has finished (ref).
+ */
+struct knbd_conn {
+	const struct knbd_conn_ops *transport;
+	struct knbd_node *node;
+	struct socket *sock;
+	struct list_head node_entry;	/* node->conns, under conns_lock */
+	u64 id;
+	struct sockaddr_storage peer;
+	enum knbd_conn_state state;
+	bool is_peer;			/* another member, not an NBD client */
+	u32 peer_id;
+	struct knbd_volume *vol;	/* client: attached at GO, holds vol->ref */
+
+	struct work_struct io_work;
+	struct work_struct release_work;
+	struct timer_list timer;
+	unsigned long hs_deadline;	/* end of the handshake */
+	bool killed;			/* shut down from outside: close */
+	bool eof;			/* the client sent all it will: finish, close */
+	struct knbd_sock_cbs saved_cbs;
+
+	/* Receive side (io_work only). */
+	enum knbd_rcv_state rcv_state;
+	void *rcv_buf;
+	u32 rcv_len;
+	u32 rcv_off;
+	u32 rcv_left;
+	u32 rcv_room;			/* payload bytes a KNBD_RCV_ROOM header needs */
+	struct knbd_req *rcv_req;
+	unsigned long rcv_at;		/* last progress inside a message */
+
+	/* Send side. */
+	struct llist_head resp_list;	/* finished requests, any context */
+	struct list_head send_list;	/* io_work only, in order */
+	struct list_head ctl_list;	/* handshake replies, before any reply */
+	unsigned int nr_ready;		/* on send_list */
+	struct knbd_req *snd_req;
+	u32 snd_off;
+	unsigned long snd_at;		/* last progress while something waits */
+	bool replies_held;		/* drain: gather replies, send none */
+
+	/* Request pool and budget (io_work only). */
+	struct knbd_req *reqs;
+	unsigned int nr_reqs;
+	struct list_head free_list;
+	unsigned int inflight;		/* taken from the pool, until the reply left */
+	u64 inflight_bytes;
+	u64 max_bytes;
+
+	/* Requests executing (core), plus the connection's own reference. */
+	struct percpu_ref ref;
+	struct completion ref_done;
+
+	atomic64_t ops;
+	atomic64_t bytes;
+	atomic64_t lat_ns;		/* service time of the replied requests */
+	u64 load_ops;			/* counters at the last load tick */
+	u64 load_bytes;
+	u64 load_lat_ns;
+	u64 load;			/* smoothed, milli weighted ops/s */
+	u32 lat_us;			/* smoothed mean service time */
+
+	union {
+		struct knbd_nbd_conn nbd;
+		struct knbd_pserve_conn pserve;
+	};
+
+	/* Option data, names and dropped payload land here. */
+	void *buf;
+};
+
+/* main.c */
+extern struct workqueue_struct *knbd_io_wq;
+extern struct workqueue_struct *knbd_backing_wq;
+extern struct workqueue_struct *knbd_wq;
+extern atomic_t knbd_vol_gen;
+
+/*
+ * Request pages are full pages but the last, so the slice of the payload
+ * at byte @off starts in page off >> PAGE_SHIFT.
+ */
+static inline void knbd_req_iter(struct knbd_req *req, struct iov_iter *iter,
+				 unsigned int dir, u32 off, u32 len)
+{
+	unsigned int idx = off >> PAGE_SHIFT;
+	u32 in = offset_in_page(off);
+
+	iov_iter_bvec(iter, dir, req->bvec + idx, req->nr_bvec - idx, in + len);
+	iov_iter_advance(iter, in);
+}
+
+/* sock.c: kernel socket helpers; all I/O is non-blocking */
+int knbd_sock_recv(struct socket *sock, void *buf, size_t len);
+int knbd_sock_recv_iter(struct socket *sock, struct iov_iter *iter);
+int knbd_sock_send(struct socket *sock, const void *buf, size_t len, bool more);
+int knbd_sock_send_pages(struct socket *sock, const struct bio_vec *bvec,
+			 u32 off, u32 len, bool more);
+void knbd_sock_hook(struct socket *sock, void *user, const struct knbd_sock_cbs *ours,
+		    struct knbd_sock_cbs *saved);
+void knbd_sock_unhook(struct socket *sock, const struct knbd_sock_cbs *saved);
+bool knbd_sock_has_data(struct socket *sock);
+bool knbd_sock_sent_all(struct socket *sock);
+int knbd_sock_cpu(struct socket *sock);
+void knbd_sock_cork(struct socket *sock, bool on);
+void knbd_sock_reset(struct socket *sock);
+int knbd_sock_listen(struct net *net, const struct sockaddr_storage *base,
+		     u16 port, struct socket **sockp);
+int knbd_sock_create(struct net *net, int family, struct socket **sockp);
+void knbd_sock_addr_port(struct sockaddr_storage *addr, u16 port, int *len);
+
+/* conn.c: the connection engine */
+int knbd_conn_create(struct knbd_node *node, const struct knbd_conn_ops *ops,
+		     struct socket *sock);
+void knbd_conn_kick(struct knbd_conn *conn);
+void knbd_conn_shutdown(struct knbd_conn *conn);
+void knbd_conn_recv_into(struct knbd_conn *conn, void *buf, u32 len);
+void knbd_conn_recv_discard(struct knbd_conn *conn, u32 len);
+void knbd_conn_recv_data(struct knbd_conn *conn, struct knbd_req *req);
+int knbd_conn_queue_ctl(struct knbd_conn *conn, const void *data, u32 len);
+void *knbd_conn_ctl_put(struct knbd_conn *conn, u32 len);
+int knbd_conn_alloc_pool(struct knbd_conn *conn, unsigned int depth, u64 max_bytes);
+struct knbd_req *knbd_conn_req_get(struct knbd_conn *conn, const struct knbd_cmd *cmd,
+				   u32 mem);
+int knbd_req_alloc_pages(struct knbd_req *req, u32 len);
+int knbd_req_add_pages(struct knbd_req *req, u32 upto);
+void knbd_conn_queue_reply(struct knbd_req *req);
+void knbd_conn_reply_now(struct knbd_req *req);
+void knbd_conn_submit(struct knbd_req *req);
+bool knbd_conn_sending(struct knbd_conn *conn);
+void knbd_conn_note_timer(struct knbd_conn *conn, unsigned long at);
+const char *knbd_conn_state_name(enum knbd_conn_state state);
+
+/* nbd.c, drain.c: the NBD transport */
+extern const struct knbd_conn_ops knbd_nbd_ops;
+void knbd_nbd_next_request(struct knbd_conn *conn);
+int knbd_conn_drain(struct knbd_node *node, u64 id, bool by_admin);
+int knbd_drain_tick(struct knbd_conn *conn, unsigned long *next);
+int knbd_drain_drop_request(struct knbd_conn *conn);
+
+/* peer_serve.c: the member transport */
+extern const struct knbd_conn_ops knbd_pserve_ops;
+
+/* req.c: the core */
+void knbd_req_execute(struct knbd_req *req);
+void knbd_piece_done(struct knbd_piece *piece, int err);
+void knbd_piece_iter(struct knbd_piece *piece, struct iov_iter *iter,
+		     unsigned int dir);
+
+/* backing.c */
 int knbd_backing_open(struct knbd_volume *vol);
 void knbd_backing_close(struct knbd_volume *vol);
-struct knbd_req *knbd_req_alloc(struct knbd_conn *conn, const struct knbd_cmd *cmd);
-void knbd_req_free(struct knbd_req *req);
-void knbd_io_submit(struct knbd_req *req);
+void knbd_backing_submit(struct knbd_piece *piece);
+const char *knbd_backing_mode(const struct knbd_volume *vol);
 
-/* peer.c */
+/* peer_link.c: outgoing member links */
 void knbd_peer_init(struct knbd_peer *peer, struct knbd_node *node);
 void knbd_peer_start(struct knbd_peer *peer);
 void knbd_peer_stop(struct knbd_peer *peer);
-struct knbd_peer *knbd_peer_get(struct knbd_node *node, u32 node_id);
-void knbd_peer_put(struct knbd_peer *peer);
-int knbd_peer_forward(struct knbd_peer *peer, struct knbd_volume *vol,
-		      const struct knbd_route_id *rid, struct knbd_fwd *fwd);
-void knbd_peer_serve(struct knbd_conn *conn);
-int knbd_peer_send_reply(struct knbd_conn *conn, struct knbd_req *req,
-			 const struct knbd_route_id *rid);
-const char *knbd_peer_state_name(enum knbd_peer_state state);
+struct knbd_peer *knbd_peer_find(struct knbd_node *node, u32 node_id);
+int knbd_peer_forward(struct knbd_peer *peer, struct knbd_piece *piece);
 void knbd_peer_send_load(struct knbd_peer *peer, u64 load, u32 conns, u32 seq,
 			 u32 flags);
+void knbd_peer_got_load(struct knbd_node *node, const struct knbd_peer_load *rep);
+const char *knbd_peer_state_name(enum knbd_peer_state state);
+void knbd_peer_encode_hello(struct knbd_node *node, void *buf);
+int knbd_peer_check_hello(const struct knbd_peer_hdr *hdr,
+			  const struct knbd_peer_hello *hello, u32 *id, u32 *group);
+
+/* volume.c */
+void knbd_volume_init(struct knbd_volume *vol, struct knbd_node *node);
+int knbd_volume_enable(struct knbd_volume *vol);
+void knbd_volume_disable(struct knbd_volume *vol);
+int knbd_volume_set_route(struct knbd_volume *vol, const char *text, size_t len);
+struct knbd_volume *knbd_volume_find(struct knbd_node *node, const char *name, u32 len);
+struct knbd_volume *knbd_volume_get_by_id(struct knbd_node *node, u32 vid, u32 gen);
+void knbd_volume_put(struct knbd_volume *vol);
+
+/* listener.c */
+void knbd_listener_init(struct knbd_listener *l, struct knbd_node *node,
+			const struct knbd_conn_ops *ops);
+int knbd_listener_start(struct knbd_listener *l, struct net *net,
+			const struct sockaddr_storage *base, u16 port);
+void knbd_listener_stop(struct knbd_listener *l);
+
+/* node.c */
+void knbd_node_init(struct knbd_node *node);
+int knbd_node_enable(struct knbd_node *node);
+void knbd_node_disable(struct knbd_node *node);
+void knbd_node_close_conns(struct knbd_node *node, struct knbd_volume *vol);
 
 /* monitor.c */
 int knbd_load_start(struct knbd_node *node);

@@ -32,7 +32,6 @@ static DEFINE_SPINLOCK(knbd_group_lock);
 /* Scratch of one monitor thread, allocated once: no allocation per tick. */
 struct knbd_monitor {
 	struct knbd_node *node;
-	struct knbd_peer *peers[KNBD_MAX_MEMBERS];
 	struct knbd_cm_member members[KNBD_MAX_MEMBERS + 1];
 	/* Candidates for a move; past this many, the oldest are considered. */
 	u64 conn_load[512];
@@ -244,7 +243,6 @@ static int knbd_load_thread(void *data)
 	struct knbd_monitor *mon = data;
 	struct knbd_node *node = mon->node;
 	unsigned long last = jiffies;
-	unsigned int i, n;
 
 	while (!kthread_should_stop()) {
 		unsigned long tick = msecs_to_jiffies(READ_ONCE(node->load_tick_ms));
@@ -260,23 +258,13 @@ static int knbd_load_thread(void *data)
 		node->load_seq++;
 		knbd_cm_tick(mon, now, tick);
 
-		/* Pin the links under RCU, send outside it: sending sleeps. */
-		n = 0;
+		/* Non-blocking: the link's io_work sends it. */
 		rcu_read_lock();
-		list_for_each_entry_rcu(peer, &node->peers, node_entry) {
-			if (n == ARRAY_SIZE(mon->peers) || READ_ONCE(peer->stopping))
-				continue;
-			atomic_inc(&peer->users);
-			mon->peers[n++] = peer;
-		}
-		rcu_read_unlock();
-		for (i = 0; i < n; i++) {
-			knbd_peer_send_load(mon->peers[i], node->load,
-					    READ_ONCE(node->client_conns), node->load_seq,
-					    READ_ONCE(node->cm_shedding) ?
+		list_for_each_entry_rcu(peer, &node->peers, node_entry)
+			knbd_peer_send_load(peer, node->load, READ_ONCE(node->client_conns),
+					    node->load_seq, READ_ONCE(node->cm_shedding) ?
 					    KNBD_LOAD_F_SHEDDING : 0);
-			knbd_peer_put(mon->peers[i]);
-		}
+		rcu_read_unlock();
 	}
 	return 0;
 }

@@ -327,12 +327,12 @@ int knbd_peer_decode_hdr(const struct knbd_peer_hdr *hdr, u16 *type, u32 *len)
 
 /*
  * Validate an IO frame whose header announced @frame_len bytes.  The
- * frame must hold exactly the fixed part, the name and a WRITE's payload,
- * so that the stream cannot get out of step.
+ * frame must hold exactly the fixed part and a WRITE's payload, so that
+ * the stream cannot get out of step.
  */
 int knbd_peer_decode_io(const struct knbd_peer_io *io, u32 frame_len,
 			struct knbd_cmd *cmd, u64 *epoch, u32 *checksum,
-			u16 *name_len)
+			u32 *handle)
 {
 	u64 want;
 
@@ -343,9 +343,9 @@ int knbd_peer_decode_io(const struct knbd_peer_io *io, u32 frame_len,
 	cmd->len = be32_to_cpu(io->len);
 	*epoch = be64_to_cpu(io->epoch);
 	*checksum = be32_to_cpu(io->checksum);
-	*name_len = be16_to_cpu(io->name_len);
+	*handle = be32_to_cpu(io->handle);
 
-	if (!*name_len || *name_len > KNBD_PEER_MAX_NAME)
+	if (*handle >= KNBD_PEER_MAX_HANDLES)
 		return -EPROTO;
 	switch (cmd->type) {
 	case KNBD_NBD_CMD_READ:
@@ -360,8 +360,23 @@ int knbd_peer_decode_io(const struct knbd_peer_io *io, u32 frame_len,
 	default:
 		return -EPROTO;
 	}
-	want = sizeof(*io) + *name_len + knbd_proto_payload_len(cmd);
+	want = sizeof(*io) + knbd_proto_payload_len(cmd);
 	if (frame_len != want)
+		return -EPROTO;
+	return 0;
+}
+
+/* Validate a BIND frame of @frame_len bytes: a handle and a name. */
+int knbd_peer_decode_bind(const struct knbd_peer_bind *bind, u32 frame_len,
+			  u32 *handle, u16 *name_len)
+{
+	*handle = be32_to_cpu(bind->handle);
+	*name_len = be16_to_cpu(bind->name_len);
+	if (*handle >= KNBD_PEER_MAX_HANDLES)
+		return -EPROTO;
+	if (!*name_len || *name_len > KNBD_PEER_MAX_NAME)
+		return -EPROTO;
+	if (frame_len != sizeof(*bind) + *name_len)
 		return -EPROTO;
 	return 0;
 }

@@ -6,6 +6,12 @@
  * follow it.  The connecting member sends HELLO first, the accepting one
  * answers with its own HELLO; then the connecting side sends IO frames and
  * the accepting side answers each with an IO_REPLY carrying the cookie.
+ *
+ * Version 2 names the volume of an IO frame by a handle, not by its name:
+ * before the first IO frame of a volume on a link, the connecting side
+ * sends BIND (handle, name) once; TCP keeps it ahead of the IO frames that
+ * use it.  A handle the serving side cannot resolve (no enabled volume of
+ * that name) answers KNBD_PEER_NO_VOLUME, and the sender binds again.
  */
 #ifndef _KNBD_PEER_PROTO_H
 #define _KNBD_PEER_PROTO_H
@@ -13,21 +19,23 @@
 #include <linux/types.h>
 
 #define KNBD_PEER_MAGIC			0x4b4e4244U	/* "KNBD" */
-#define KNBD_PEER_VERSION		1
+#define KNBD_PEER_VERSION		2
 
 #define KNBD_PEER_HELLO			1
 #define KNBD_PEER_IO			2
 #define KNBD_PEER_IO_REPLY		3
 #define KNBD_PEER_LOAD			4	/* one way, no reply */
+#define KNBD_PEER_BIND			5	/* one way, no reply */
 
 /* IO_REPLY status, besides the NBD error. */
 #define KNBD_PEER_OK			0
-#define KNBD_PEER_NO_VOLUME		1	/* no enabled volume of that name */
+#define KNBD_PEER_NO_VOLUME		1	/* no enabled volume behind the handle */
 #define KNBD_PEER_EPOCH_MISMATCH	2	/* routing tables differ */
 #define KNBD_PEER_NOT_OWNER		3	/* the range is not ours */
 #define KNBD_PEER_BAD_REQUEST		4
 
 #define KNBD_PEER_MAX_NAME		255
+#define KNBD_PEER_MAX_HANDLES		64	/* handles are 0..63 */
 
 struct knbd_peer_hdr {
 	__be32 magic;
@@ -43,7 +51,14 @@ struct knbd_peer_hello {
 	__be32 reserved;
 } __packed;
 
-/* Followed by name_len bytes of volume name, then the WRITE payload. */
+/* Followed by name_len bytes of volume name. */
+struct knbd_peer_bind {
+	__be32 handle;
+	__be16 name_len;
+	__be16 reserved;
+} __packed;
+
+/* Followed by the WRITE payload. */
 struct knbd_peer_io {
 	__be64 cookie;
 	__be64 epoch;
@@ -52,8 +67,7 @@ struct knbd_peer_io {
 	__be16 flags;
 	__be64 offset;
 	__be32 len;
-	__be16 name_len;
-	__be16 reserved;
+	__be32 handle;		/* volume, as bound by a BIND frame */
 } __packed;
 
 /* Followed by the READ payload when error == 0 and status == OK. */

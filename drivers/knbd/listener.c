@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Node listeners: one for clients (the NBD transport) and, in a group, one
+ * for other members (the member transport).  sk_data_ready on the
+ * listening socket queues the accept work, which accepts without blocking
+ * and hands each socket to its transport (knbd_conn_create()).
+ */
+#define pr_fmt(fmt) "knbd: " fmt
+
+#include <linux/net.h>
+#include <net/sock.h>
+
+#include "knbd.h"
+
+#define node_name(n)	config_item_name(&(n)->group.cg_item)
+
+static void knbd_listener_accept_work(struct work_struct *work)
+{
+	struct knbd_listener *l = container_of(work, struct knbd_listener, accept_work);
+	struct knbd_node *node = l->node;
+	struct socket *sock;
+	int ret;
+
+	for (;;) {
+		ret = kernel_accept(l->sock, &sock, O_NONBLOCK);
+		if (ret < 0) {
+			if (ret != -EAGAIN)
+				pr_warn_ratelimited("node %s: accept failed: %d\n",
+						    node_name(node), ret);
+			return;
+		}
+		if (atomic_read(&node->nr_conns) >= READ_ONCE(node->max_conns) +
+		    (l->ops->is_peer ? KNBD_MAX_MEMBERS : 0)) {
+			pr_warn_ratelimited("node %s: connection limit reached, refusing %s\n",
+					    node_name(node), l->ops->name);
+			sock_release(sock);
+			continue;
+		}
+		/*
+		 * The child inherited the listener's callback and user data;
+		 * the transport takes over from the defaults.
+		 */
+		write_lock_bh(&sock->sk->sk_callback_lock);
+		sock->sk->sk_data_ready = l->saved_data_ready;
+		sock->sk->sk_user_data = NULL;
+		write_unlock_bh(&sock->sk->sk_callback_lock);
+		ret = knbd_conn_create(node, l->ops, sock);
+		if (ret)
+			pr_warn_ratelimited("node %s: cannot set up a %s connection: %d\n",
+					    node_name(node), l->ops->name, ret);
+		cond_resched();
+	}
+}
+
+static void knbd_listener_data_ready(struct sock *sk)
+{
+	struct knbd_listener *l;
+
+	read_lock_bh(&sk->sk_callback_lock);
+	l = sk->sk_user_data;
+	if (l && sk->sk_state == TCP_LISTEN)
+		queue_work(knbd_wq, &l->accept_work);
+	read_unlock_bh(&sk->sk_callback_lock);
+}
+
+void knbd_listener_init(struct knbd_listener *l, struct knbd_node *node,
+			const struct knbd_conn_ops *ops)
+{
+	l->node = node;
+	l->ops = ops;
+	INIT_WORK(&l->accept_work, knbd_listener_accept_work);
+}
+
+int knbd_listener_start(struct knbd_listener *l, struct net *net,
+			const struct sockaddr_storage *base, u16 port)
+{
+	struct sockaddr_storage addr = *base;
+	struct socket *sock;
+	int addrlen, ret;
+
+	knbd_sock_addr_port(&addr, port, &addrlen);
+	ret = knbd_sock_listen(net, base, port, &sock);
+	if (ret) {
+		pr_warn_ratelimited("node %s: cannot listen on %pISpc: %d\n",
+				    node_name(l->node), &addr, ret);
+		return ret;
+	}
+	l->sock = sock;
+	write_lock_bh(&sock->sk->sk_callback_lock);
+	sock->sk->sk_user_data = l;
+	l->saved_data_ready = sock->sk->sk_data_ready;
+	sock->sk->sk_data_ready = knbd_listener_data_ready;
+	write_unlock_bh(&sock->sk->sk_callback_lock);
+	/* Connections that arrived before the callback was in place. */
+	queue_work(knbd_wq, &l->accept_work);
+	pr_info("node %s: listening for %ss on %pISpc\n", node_name(l->node),
+		l->ops->name, &addr);
+	return 0;
+}
+
+void knbd_listener_stop(struct knbd_listener *l)
+{
+	struct socket *sock = l->sock;
+
+	if (!sock)
+		return;
+	write_lock_bh(&sock->sk->sk_callback_lock);
+	sock->sk->sk_data_ready = l->saved_data_ready;
+	sock->sk->sk_user_data = NULL;
+	write_unlock_bh(&sock->sk->sk_callback_lock);
+	cancel_work_sync(&l->accept_work);
+	sock_release(sock);
+	l->sock = NULL;
+}

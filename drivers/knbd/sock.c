@@ -1,0 +1,211 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Kernel socket helpers.  Everything that moves bytes is non-blocking
+ * (MSG_DONTWAIT): the caller is an io_work that must never sleep on a
+ * socket, and comes back when sk_data_ready or sk_write_space says so.
+ */
+#define pr_fmt(fmt) "knbd: " fmt
+
+#include <linux/cpumask.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/net.h>
+#include <linux/uio.h>
+#include <net/sock.h>
+#include <net/tcp.h>
+
+#include "knbd.h"
+
+/* Bytes read, -EAGAIN when nothing is there, -ENODATA at the end of the stream. */
+int knbd_sock_recv(struct socket *sock, void *buf, size_t len)
+{
+	struct msghdr msg = { .msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL };
+	struct kvec iov = { .iov_base = buf, .iov_len = len };
+	int ret;
+
+	ret = kernel_recvmsg(sock, &msg, &iov, 1, len, msg.msg_flags);
+	return ret ? ret : -ENODATA;
+}
+
+/* Like knbd_sock_recv(), into an iterator (request pages), which it advances. */
+int knbd_sock_recv_iter(struct socket *sock, struct iov_iter *iter)
+{
+	struct msghdr msg = { .msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL };
+	int ret;
+
+	msg.msg_iter = *iter;
+	ret = sock_recvmsg(sock, &msg, msg.msg_flags);
+	if (ret > 0)
+		*iter = msg.msg_iter;
+	return ret ? ret : -ENODATA;
+}
+
+/* Bytes sent (maybe fewer than @len), or -EAGAIN, or an error. */
+int knbd_sock_send(struct socket *sock, const void *buf, size_t len, bool more)
+{
+	struct msghdr msg = { .msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL };
+	struct kvec iov = { .iov_base = (void *)buf, .iov_len = len };
+	int ret;
+
+	if (more)
+		msg.msg_flags |= MSG_MORE;
+	ret = kernel_sendmsg(sock, &msg, &iov, 1, len);
+	return ret ? ret : -EAGAIN;
+}
+
+/*
+ * Send @len bytes of request pages from byte @off, without copying: the
+ * socket takes its own reference on each page, so the pages may be freed
+ * as soon as this returns.  A page sendpage may not take (slab memory)
+ * is copied instead.  Pages are full but the last (knbd_req_iter()).
+ */
+int knbd_sock_send_pages(struct socket *sock, const struct bio_vec *bvec,
+			 u32 off, u32 len, bool more)
+{
+	int sent = 0;
+
+	while (len) {
+		const struct bio_vec *bv = &bvec[off >> PAGE_SHIFT];
+		u32 in = offset_in_page(off);
+		u32 chunk = min(bv->bv_len - in, len);
+		int flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+		int ret;
+
+		if (more || chunk < len)
+			flags |= MSG_MORE | MSG_SENDPAGE_NOTLAST;
+		if (sendpage_ok(bv->bv_page))
+			ret = kernel_sendpage(sock, bv->bv_page, bv->bv_offset + in,
+					      chunk, flags);
+		else
+			ret = sock_no_sendpage(sock, bv->bv_page, bv->bv_offset + in,
+					       chunk, flags);
+		if (ret <= 0) {
+			if (sent)
+				break;
+			return ret ? ret : -EAGAIN;
+		}
+		sent += ret;
+		off += ret;
+		len -= ret;
+		if (ret < chunk)
+			break;
+	}
+	return sent;
+}
+
+/* Take over a socket's callbacks; @user is what they find in sk_user_data. */
+void knbd_sock_hook(struct socket *sock, void *user, const struct knbd_sock_cbs *ours,
+		    struct knbd_sock_cbs *saved)
+{
+	struct sock *sk = sock->sk;
+
+	write_lock_bh(&sk->sk_callback_lock);
+	saved->data_ready = sk->sk_data_ready;
+	saved->write_space = sk->sk_write_space;
+	saved->state_change = sk->sk_state_change;
+	sk->sk_user_data = user;
+	sk->sk_data_ready = ours->data_ready;
+	sk->sk_write_space = ours->write_space;
+	sk->sk_state_change = ours->state_change;
+	write_unlock_bh(&sk->sk_callback_lock);
+}
+
+/* After this no callback of ours runs for @sock, nor is running. */
+void knbd_sock_unhook(struct socket *sock, const struct knbd_sock_cbs *saved)
+{
+	struct sock *sk = sock->sk;
+
+	write_lock_bh(&sk->sk_callback_lock);
+	if (sk->sk_user_data) {
+		sk->sk_user_data = NULL;
+		sk->sk_data_ready = saved->data_ready;
+		sk->sk_write_space = saved->write_space;
+		sk->sk_state_change = saved->state_change;
+	}
+	write_unlock_bh(&sk->sk_callback_lock);
+}
+
+/* Data queued to read (lockless: a hint, the reader finds out for sure). */
+bool knbd_sock_has_data(struct socket *sock)
+{
+	return !skb_queue_empty_lockless(&sock->sk->sk_receive_queue);
+}
+
+/* Everything written to @sock has left at least once (a reset drops the rest). */
+bool knbd_sock_sent_all(struct socket *sock)
+{
+	const struct tcp_sock *tp = tcp_sk(sock->sk);
+
+	return READ_ONCE(tp->snd_nxt) == READ_ONCE(tp->write_seq);
+}
+
+/*
+ * Where the connection's io_work runs: the CPU its packets arrive on, as
+ * nvmet-tcp does, so that its data is cache-hot; any CPU until one is known.
+ */
+int knbd_sock_cpu(struct socket *sock)
+{
+	int cpu = READ_ONCE(sock->sk->sk_incoming_cpu);
+
+	if (cpu < 0 || cpu >= nr_cpu_ids || !cpu_online(cpu))
+		return WORK_CPU_UNBOUND;
+	return cpu;
+}
+
+void knbd_sock_cork(struct socket *sock, bool on)
+{
+	tcp_sock_set_cork(sock->sk, on);
+}
+
+/* connect(AF_UNSPEC): tcp_disconnect(), a reset now rather than a FIN at release. */
+void knbd_sock_reset(struct socket *sock)
+{
+	struct sockaddr unspec = { .sa_family = AF_UNSPEC };
+
+	kernel_connect(sock, &unspec, sizeof(unspec), 0);
+}
+
+void knbd_sock_addr_port(struct sockaddr_storage *addr, u16 port, int *len)
+{
+	if (addr->ss_family == AF_INET6) {
+		((struct sockaddr_in6 *)addr)->sin6_port = htons(port);
+		*len = sizeof(struct sockaddr_in6);
+	} else {
+		((struct sockaddr_in *)addr)->sin_port = htons(port);
+		*len = sizeof(struct sockaddr_in);
+	}
+}
+
+int knbd_sock_create(struct net *net, int family, struct socket **sockp)
+{
+	int ret;
+
+	ret = sock_create_kern(net, family, SOCK_STREAM, IPPROTO_TCP, sockp);
+	if (ret)
+		return ret;
+	tcp_sock_set_nodelay((*sockp)->sk);
+	return 0;
+}
+
+int knbd_sock_listen(struct net *net, const struct sockaddr_storage *base,
+		     u16 port, struct socket **sockp)
+{
+	struct sockaddr_storage addr = *base;
+	struct socket *sock;
+	int addrlen, ret;
+
+	knbd_sock_addr_port(&addr, port, &addrlen);
+	ret = sock_create_kern(net, addr.ss_family, SOCK_STREAM, IPPROTO_TCP, &sock);
+	if (ret)
+		return ret;
+	sock_set_reuseaddr(sock->sk);
+	ret = kernel_bind(sock, (struct sockaddr *)&addr, addrlen);
+	if (!ret)
+		ret = kernel_listen(sock, SOMAXCONN);
+	if (ret) {
+		sock_release(sock);
+		return ret;
+	}
+	*sockp = sock;
+	return 0;
+}

@@ -1,0 +1,192 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Volumes: enable and disable, the routing table's publication, and the
+ * lookups the transports use.  An enabled volume has a percpu_ref: client
+ * connections attached to it (GO) and member requests in flight hold one;
+ * disable kills it, closes the attached clients and waits for the rest.
+ * Member requests name a volume by id (node->vol_by_id, RCU), which holds
+ * enabled volumes only.
+ */
+#define pr_fmt(fmt) "knbd: " fmt
+
+#include <linux/slab.h>
+#include <linux/string.h>
+
+#include "knbd.h"
+
+#define vol_name(v)	config_item_name(&(v)->group.cg_item)
+
+static bool knbd_name_eq(struct knbd_volume *vol, const char *name, u32 len)
+{
+	const char *vname = vol_name(vol);
+
+	return strlen(vname) == len && !memcmp(vname, name, len);
+}
+
+/*
+ * An enabled volume by export name; called with node->lock held.  The
+ * empty name is the protocol's default export: it names the volume only
+ * when the node exports exactly one.
+ */
+struct knbd_volume *knbd_volume_find(struct knbd_node *node, const char *name, u32 len)
+{
+	struct knbd_volume *vol, *found = NULL;
+	unsigned int enabled = 0;
+
+	lockdep_assert_held(&node->lock);
+	list_for_each_entry(vol, &node->volumes, node_entry) {
+		if (!vol->enabled)
+			continue;
+		enabled++;
+		if (len && knbd_name_eq(vol, name, len))
+			return vol;
+		if (!len)
+			found = vol;
+	}
+	return enabled == 1 ? found : NULL;
+}
+
+/* Enabled volume @vid if it is still the one of generation @gen, with a reference. */
+struct knbd_volume *knbd_volume_get_by_id(struct knbd_node *node, u32 vid, u32 gen)
+{
+	struct knbd_volume *vol;
+
+	if (vid >= KNBD_MAX_VOLUMES)
+		return NULL;
+	rcu_read_lock();
+	vol = rcu_dereference(node->vol_by_id[vid]);
+	if (vol && (vol->gen != gen || !percpu_ref_tryget_live(&vol->ref)))
+		vol = NULL;
+	rcu_read_unlock();
+	return vol;
+}
+
+void knbd_volume_put(struct knbd_volume *vol)
+{
+	percpu_ref_put(&vol->ref);
+}
+
+static void knbd_volume_ref_release(struct percpu_ref *ref)
+{
+	struct knbd_volume *vol = container_of(ref, struct knbd_volume, ref);
+
+	complete(&vol->ref_done);
+}
+
+void knbd_volume_init(struct knbd_volume *vol, struct knbd_node *node)
+{
+	vol->node = node;
+	vol->min_block = KNBD_DEFAULT_MIN_BLOCK;
+	vol->extent_shift = KNBD_DEFAULT_EXTENT_SHIFT;
+	vol->direct_io = KNBD_DIO_AUTO;
+	/* never 0: a member's binding of 0 means none */
+	vol->gen = atomic_inc_return(&knbd_vol_gen) ?: atomic_inc_return(&knbd_vol_gen);
+	init_completion(&vol->ref_done);
+}
+
+/* Called with state_lock and lock held. */
+int knbd_volume_enable(struct knbd_volume *vol)
+{
+	struct knbd_node *node = vol->node;
+	struct knbd_route *rt;
+	int ret;
+
+	lockdep_assert_held(&node->state_lock);
+	lockdep_assert_held(&node->lock);
+	ret = knbd_backing_open(vol);
+	if (ret)
+		return ret;
+	rt = rcu_dereference_protected(vol->route, lockdep_is_held(&node->lock));
+	if (rt && rt->size != vol->info.size) {
+		pr_warn_ratelimited("volume %s: routing was made for %llu bytes, volume has %llu\n",
+				    vol_name(vol), rt->size, vol->info.size);
+		ret = -EINVAL;
+		goto err;
+	}
+	ret = percpu_ref_init(&vol->ref, knbd_volume_ref_release, 0, GFP_KERNEL);
+	if (ret)
+		goto err;
+	reinit_completion(&vol->ref_done);
+	vol->enabled = true;
+	rcu_assign_pointer(node->vol_by_id[vol->vid], vol);
+	pr_info("volume %s: exported, %llu bytes from %s%s (%s)\n", vol_name(vol),
+		vol->info.size, vol->backing_path, vol->readonly ? ", read-only" : "",
+		knbd_backing_mode(vol));
+	return 0;
+err:
+	knbd_backing_close(vol);
+	return ret;
+}
+
+/*
+ * Called with state_lock but not lock held: the connections we wait for
+ * may need lock to finish a handshake or a member's lookup.  Bounded: the
+ * attached clients are shut down, member requests finish on their own
+ * (local I/O only), whatever their connections do.
+ */
+void knbd_volume_disable(struct knbd_volume *vol)
+{
+	struct knbd_node *node = vol->node;
+
+	lockdep_assert_held(&node->state_lock);
+	mutex_lock(&node->lock);
+	vol->enabled = false;
+	RCU_INIT_POINTER(node->vol_by_id[vol->vid], NULL);
+	mutex_unlock(&node->lock);
+	percpu_ref_kill(&vol->ref);
+	knbd_node_close_conns(node, vol);
+	while (!wait_for_completion_timeout(&vol->ref_done, 60 * HZ))
+		pr_warn("volume %s: disabling, still waiting for its users\n", vol_name(vol));
+	percpu_ref_exit(&vol->ref);
+	knbd_backing_close(vol);
+	pr_info("volume %s: disabled\n", vol_name(vol));
+}
+
+/*
+ * Publish a routing table (see route.c for the format) at once, also while
+ * the volume serves: that is how a group moves to a new epoch.  Empty text
+ * removes the table (every extent local).  Readers hold RCU only.
+ */
+int knbd_volume_set_route(struct knbd_volume *vol, const char *text, size_t count)
+{
+	struct knbd_node *node = vol->node;
+	struct knbd_route *rt = NULL, *old;
+	const char *why;
+	u64 size;
+
+	mutex_lock(&node->lock);
+	size = vol->enabled ? vol->info.size : vol->size_cfg;
+	if (strspn(text, " \t\n") != count) {
+		if (!size) {
+			mutex_unlock(&node->lock);
+			pr_warn_ratelimited("%s: set size before routing\n", vol_name(vol));
+			return -EINVAL;
+		}
+		rt = knbd_route_parse(text, count, size, vol->extent_shift, &why);
+		if (IS_ERR(rt)) {
+			mutex_unlock(&node->lock);
+			if (PTR_ERR(rt) == -EINVAL)
+				pr_warn_ratelimited("%s: routing: %s\n", vol_name(vol), why);
+			return PTR_ERR(rt);
+		}
+	}
+	old = rcu_dereference_protected(vol->route, lockdep_is_held(&node->lock));
+	if (rt && old && rt->epoch < old->epoch) {
+		mutex_unlock(&node->lock);
+		pr_warn_ratelimited("%s: routing epoch %llu is older than the current %llu\n",
+				    vol_name(vol), rt->epoch, old->epoch);
+		knbd_route_free(rt);
+		return -EINVAL;
+	}
+	rcu_assign_pointer(vol->route, rt);
+	mutex_unlock(&node->lock);
+	if (rt)
+		pr_info("volume %s: routing epoch %llu checksum %08x, %u extents, this member (%u) owns %llu\n",
+			vol_name(vol), rt->epoch, rt->checksum, rt->nr_extents,
+			node->node_id, knbd_route_count(rt, node->node_id));
+	if (old) {
+		synchronize_rcu();
+		knbd_route_free(old);
+	}
+	return 0;
+}
