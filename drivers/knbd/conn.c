@@ -28,6 +28,7 @@
 #include <linux/slab.h>
 #include <linux/wait_bit.h>
 #include <net/sock.h>
+#include <net/tcp.h>
 
 #include "knbd.h"
 
@@ -792,6 +793,8 @@ int knbd_conn_create(struct knbd_node *node, const struct knbd_conn_ops *ops,
 	INIT_LIST_HEAD(&conn->free_list);
 	if (kernel_getpeername(sock, (struct sockaddr *)&conn->peer) < 0)
 		conn->peer.ss_family = AF_UNSPEC;
+	/* Replies are batched with MSG_MORE already: Nagle would only add delay. */
+	tcp_sock_set_nodelay(sock->sk);
 
 	ret = ops->start(conn);
 	if (ret)

@@ -249,8 +249,8 @@ static int knbd_peer_got_hello(struct knbd_peer *peer, const char **why)
 	peer->backoff_ms = KNBD_PEER_BACKOFF_MIN_MS;
 	atomic64_inc(&peer->connects);
 	WRITE_ONCE(peer->state, KNBD_PEER_UP);
-	pr_info("peer %s (node %u): link up to %pISpc\n", peer_name(peer),
-		peer->node_id, &peer->addr);
+	pr_info("peer %s (node %u): link up to %pISc port %u\n", peer_name(peer),
+		peer->node_id, &peer->addr, peer->port);
 	return 0;
 }
 
