@@ -256,8 +256,13 @@ static int knbd_conn_try_recv(struct knbd_conn *conn, int budget, int *ops)
 		if (ret == -EAGAIN)
 			return progress;
 		if (ret == -ENODATA && conn->state != KNBD_CONN_HANDSHAKE &&
+		    !knbd_conn_mid_message(conn) &&
 		    (conn->inflight || knbd_conn_sending(conn))) {
-			/* The client is done sending: answer what it sent, then close. */
+			/*
+			 * The client is done sending, at a request boundary:
+			 * answer what it sent, then close.  (Halfway through a
+			 * request it can never finish it: close now.)
+			 */
 			conn->rcv_state = KNBD_RCV_STOP;
 			conn->eof = true;
 			return progress;
