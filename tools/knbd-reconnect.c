@@ -822,7 +822,7 @@ static void usage(FILE *f)
 "       %s -c -H HOST [-p PORT] [-N EXPORT] [-d DEV]\n"
 "\n"
 "Keep an nbd.ko device fully connected: on every NBD_CMD_LINK_DEAD event for\n"
-"DEV, connect to HOST:PORT (the group address), negotiate EXPORT (KNBD_NBD_OPT_GO)\n"
+"DEV, connect to HOST:PORT (the group address), negotiate EXPORT (NBD_OPT_GO)\n"
 "and hand the socket to nbd.ko (NBD_CMD_RECONFIGURE), which puts it in the\n"
 "place of the dead connection. Retries with backoff (%d ms .. %d s).\n"
 "\n"

@@ -54,7 +54,8 @@ const char *knbd_conn_state_name(enum knbd_conn_state state)
 
 void knbd_conn_kick(struct knbd_conn *conn)
 {
-	queue_work_on(knbd_sock_cpu(conn->sock), knbd_io_wq, &conn->io_work);
+	queue_work_on(conn->cpu >= 0 ? conn->cpu : knbd_sock_cpu(conn->sock),
+		      knbd_io_wq, &conn->io_work);
 }
 
 static void knbd_conn_data_ready(struct sock *sk)
@@ -789,6 +790,7 @@ int knbd_conn_create(struct knbd_node *node, const struct knbd_conn_ops *ops,
 	conn->sock = sock;
 	conn->is_peer = ops->is_peer;
 	conn->hs_deadline = jiffies + KNBD_HANDSHAKE_TIMEOUT;
+	conn->cpu = knbd_io_cpu();
 	INIT_WORK(&conn->io_work, knbd_conn_io_work);
 	INIT_WORK(&conn->release_work, knbd_conn_release_work);
 	timer_setup(&conn->timer, knbd_conn_timer, 0);

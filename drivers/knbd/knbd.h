@@ -502,6 +502,7 @@ struct knbd_peer {
 
 	struct delayed_work connect_work;
 	struct work_struct io_work;
+	int cpu;			/* where io_work runs; < 0: any */
 	struct timer_list timer;	/* deadlines: hello, the oldest piece */
 	unsigned int backoff_ms;
 	enum knbd_peer_state state;
@@ -768,6 +769,7 @@ struct knbd_conn {
 	struct knbd_volume *vol;	/* client: attached at GO, holds vol->ref */
 
 	struct work_struct io_work;
+	int cpu;			/* where io_work runs; < 0: sk_incoming_cpu */
 	struct work_struct release_work;
 	struct timer_list timer;
 	unsigned long hs_deadline;	/* end of the handshake */
@@ -857,6 +859,7 @@ void knbd_sock_unhook(struct socket *sock, const struct knbd_sock_cbs *saved);
 bool knbd_sock_has_data(struct socket *sock);
 bool knbd_sock_sent_all(struct socket *sock);
 int knbd_sock_cpu(struct socket *sock);
+int knbd_io_cpu(void);
 void knbd_sock_cork(struct socket *sock, bool on);
 void knbd_sock_reset(struct socket *sock);
 int knbd_sock_listen(struct net *net, const struct sockaddr_storage *base,

@@ -68,7 +68,7 @@ int knbd_peer_check_hello(const struct knbd_peer_hdr *hdr,
 
 static void knbd_peer_kick(struct knbd_peer *peer)
 {
-	queue_work(knbd_io_wq, &peer->io_work);
+	queue_work_on(peer->cpu >= 0 ? peer->cpu : WORK_CPU_UNBOUND, knbd_io_wq, &peer->io_work);
 }
 
 static void knbd_peer_sk_event(struct sock *sk)
@@ -692,6 +692,7 @@ void knbd_peer_init(struct knbd_peer *peer, struct knbd_node *node)
 {
 	peer->node = node;
 	peer->port = KNBD_DEFAULT_PEER_PORT;
+	peer->cpu = knbd_io_cpu();
 	INIT_DELAYED_WORK(&peer->connect_work, knbd_peer_connect_work);
 	INIT_WORK(&peer->io_work, knbd_peer_io_work);
 	timer_setup(&peer->timer, knbd_peer_timer, 0);

@@ -9,6 +9,7 @@
 #include <linux/cpumask.h>
 #include <linux/in.h>
 #include <linux/in6.h>
+#include <linux/module.h>
 #include <linux/net.h>
 #include <linux/uio.h>
 #include <net/sock.h>
@@ -150,6 +151,29 @@ int knbd_sock_cpu(struct socket *sock)
 	if (cpu < 0 || cpu >= nr_cpu_ids || !cpu_online(cpu))
 		return WORK_CPU_UNBOUND;
 	return cpu;
+}
+
+static bool knbd_io_spread;
+module_param_named(io_spread, knbd_io_spread, bool, 0644);
+MODULE_PARM_DESC(io_spread, "spread new connections' I/O over the CPUs in turn (default: the CPU their packets arrive on)");
+
+/*
+ * The CPU for a new connection's io_work. By default -1: the CPU its
+ * packets arrive on (sk_incoming_cpu), as nvmet-tcp does; the bench
+ * measured it best on block devices and with several connections
+ * (Documentation/bench.md). io_spread deals connections out in turn, as
+ * nvme-tcp spreads its queues: it helps one busy connection whose
+ * client runs on the same CPU as its packets (a local client), at the
+ * cost of a cross-CPU hop for every wakeup.
+ */
+int knbd_io_cpu(void)
+{
+	static atomic_t next = ATOMIC_INIT(0);
+
+	if (!READ_ONCE(knbd_io_spread))
+		return -1;
+	return cpumask_local_spread((unsigned int)atomic_inc_return(&next) % num_online_cpus(),
+				    NUMA_NO_NODE);
 }
 
 void knbd_sock_cork(struct socket *sock, bool on)
