@@ -8,13 +8,17 @@
 #   make check-debug     only the debug-kernel run (KASAN, lockdep, kmemleak... kernel)
 #   make C=1             build with sparse
 #   make tools           build tools/knbd-reconnect (userspace reconnect helper for nbd.ko)
+#   make bench           knbd vs nvmet-tcp, nbd-server, nbdkit, qemu-nbd, loop in a VM (~35 min;
+#                        BENCH_ARGS="--quick" or "--servers ... --jobs ...", Documentation/bench.md)
+#   make bench-quick     the same, smoke-test size (~6 min)
+#   make bench-forward   forwarded vs local 4k latency in a 3-member group
 
 DEBIAN_KVER ?= $(shell ls -1 /lib/modules 2>/dev/null | while read v; do \
 	[ -e /lib/modules/$$v/build/Makefile ] && echo $$v; done | sort -V | tail -1)
 KDIR ?= /lib/modules/$(DEBIAN_KVER)/build
 PWD := $(shell pwd)
 
-.PHONY: all modules clean deps demo check check-static check-kunit check-vm check-debug bench help tools
+.PHONY: all modules clean deps demo check check-static check-kunit check-vm check-debug bench bench-quick bench-forward help tools
 
 all: modules
 
@@ -51,5 +55,22 @@ check-vm:
 check-debug:
 	scripts/check.sh debug
 
+# BENCH_ARGS: passed to the guest benchmark, BENCH_RUN_ARGS to scripts/bench/run.sh
+# (e.g. --out DIR --timeout SECS)
+BENCH_ARGS ?=
+BENCH_RUN_ARGS ?=
+
+bench:
+	scripts/deps.sh --run-only
+	scripts/bench/run.sh --bench compare $(BENCH_RUN_ARGS) -- $(BENCH_ARGS)
+
+bench-quick:
+	scripts/deps.sh --run-only
+	scripts/bench/run.sh --bench compare --out out/bench-compare-quick $(BENCH_RUN_ARGS) -- --quick $(BENCH_ARGS)
+
+bench-forward:
+	scripts/deps.sh --run-only
+	scripts/bench/run.sh --bench forward-latency $(BENCH_RUN_ARGS) -- $(BENCH_ARGS)
+
 help:
-	@sed -n '3,12p' Makefile
+	@sed -n '3,14p' Makefile
