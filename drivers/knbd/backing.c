@@ -364,6 +364,9 @@ static bool knbd_file_try_nowait(struct knbd_piece *piece)
 
 	if (!(file->f_mode & FMODE_NOWAIT) || (write && knbd_piece_fua(piece)))
 		return false;
+	/* As io_uring: a buffered write honours IOCB_NOWAIT only where it says so. */
+	if (write && !(file->f_mode & FMODE_BUF_WASYNC))
+		return false;
 	if (write && !file_start_write_trylock(file))
 		return false;
 	ret = knbd_file_rw(piece, file, IOCB_NOWAIT, NULL);

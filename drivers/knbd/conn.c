@@ -387,6 +387,11 @@ static void knbd_conn_req_put(struct knbd_conn *conn, struct knbd_req *req)
 {
 	unsigned int i;
 
+	/* A member's WRITE cut off in its payload never reached completion. */
+	if (req->own_vol_ref) {
+		req->own_vol_ref = false;
+		percpu_ref_put(&req->vol->ref);
+	}
 	for (i = 0; i < req->nr_bvec; i++)
 		put_page(req->bvec[i].bv_page);
 	if (req->bvec != req->inline_bvec)

@@ -77,8 +77,10 @@ static int knbd_drain_close(struct knbd_conn *conn, unsigned long now, unsigned 
 	/* Still reading what came after the replies (knbd_drain_drop_request()). */
 	if ((knbd_sock_has_data(conn->sock) || conn->rcv_state != KNBD_RCV_BUF ||
 	     conn->rcv_off) && conn->rcv_state != KNBD_RCV_STOP &&
-	    time_before(now, n->drain_until))
+	    time_before(now, n->drain_until)) {
+		*next = n->drain_until;
 		return 0;
+	}
 	if (n->corked) {
 		knbd_sock_cork(conn->sock, false);
 		n->corked = false;
@@ -142,7 +144,9 @@ int knbd_drain_tick(struct knbd_conn *conn, unsigned long *next)
 		switch (n->drain) {
 		case KNBD_DRAIN_READING:
 			if (!knbd_drain_boundary(conn)) {
-				*next = n->drain_at + KNBD_DRAIN_READ_TIME;
+				/* Past it, the next boundary comes with a kick, not a tick. */
+				if (time_before(now, n->drain_at + KNBD_DRAIN_READ_TIME))
+					*next = n->drain_at + KNBD_DRAIN_READ_TIME;
 				return 0;
 			}
 			if (time_after_eq(now, n->drain_at + KNBD_DRAIN_READ_TIME)) {

@@ -12,7 +12,13 @@
 
 /* Every connection's and member link's io_work: never blocks (nvmet_tcp_wq). */
 struct workqueue_struct *knbd_io_wq;
-/* Backing I/O that must block: waits for the store only, never the network. */
+/*
+ * Backing I/O that must block: waits for the store only, never the network.
+ * Per-CPU and concurrency-managed, as nvmet's buffered_io_wq: a piece runs
+ * on the CPU that received it, one kworker at a time while none sleeps.
+ * Unbound, a QD32 stream on a tmpfs file woke a kworker per piece on other
+ * CPUs, all queueing on the inode lock (Documentation/bench.md).
+ */
 struct workqueue_struct *knbd_backing_wq;
 /* Accepting, connecting, freeing connections: short, may sleep. */
 struct workqueue_struct *knbd_wq;
@@ -26,7 +32,7 @@ static int __init knbd_init(void)
 	knbd_io_wq = alloc_workqueue("knbd_io", WQ_MEM_RECLAIM | WQ_HIGHPRI, 0);
 	if (!knbd_io_wq)
 		goto err;
-	knbd_backing_wq = alloc_workqueue("knbd_backing", WQ_MEM_RECLAIM | WQ_UNBOUND, 0);
+	knbd_backing_wq = alloc_workqueue("knbd_backing", WQ_MEM_RECLAIM, 0);
 	if (!knbd_backing_wq)
 		goto err_io_wq;
 	knbd_wq = alloc_workqueue("knbd", WQ_UNBOUND, 0);

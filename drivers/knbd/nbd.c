@@ -115,7 +115,17 @@ static int knbd_nbd_begin(struct knbd_conn *conn, struct knbd_volume *vol)
 				   KNBD_CONN_MAX_BYTES);
 	if (ret)
 		return ret;
-	conn->vol = vol;
+	/*
+	 * A disable kills the reference and then closes the connections on the
+	 * volume under conns_lock: publish conn->vol under that lock and look
+	 * at the reference, so that one of the two sees the other.
+	 */
+	mutex_lock(&conn->node->conns_lock);
+	if (!percpu_ref_is_dying(&vol->ref))
+		WRITE_ONCE(conn->vol, vol);
+	mutex_unlock(&conn->node->conns_lock);
+	if (!conn->vol)
+		return -ESHUTDOWN;
 	WRITE_ONCE(conn->state, KNBD_CONN_TRANSMISSION);
 	knbd_nbd_next_request(conn);
 	return 1;

@@ -108,6 +108,10 @@ static void knbd_peer_timer(struct timer_list *t)
 		peer->expired = true;
 	else if (oldest)
 		mod_timer(&peer->timer, oldest->fwd.deadline);
+	/* An older link's deadline may fire first: HELLO's must stay armed. */
+	if (READ_ONCE(peer->state) == KNBD_PEER_CONNECTING &&
+	    time_before(jiffies, READ_ONCE(peer->hello_deadline)))
+		timer_reduce(&peer->timer, READ_ONCE(peer->hello_deadline));
 	spin_unlock_bh(&peer->lock);
 	knbd_peer_kick(peer);
 }
@@ -724,8 +728,12 @@ void knbd_peer_start(struct knbd_peer *peer)
 void knbd_peer_stop(struct knbd_peer *peer)
 {
 	lockdep_assert_held(&peer->node->state_lock);
-	if (!peer->running)
+	if (!peer->running) {
+		/* A forwarder that raced an earlier stop may have kicked us since. */
+		del_timer_sync(&peer->timer);
+		cancel_work_sync(&peer->io_work);
 		return;
+	}
 	spin_lock_bh(&peer->lock);
 	peer->stopping = true;
 	spin_unlock_bh(&peer->lock);
