@@ -44,6 +44,10 @@
 #   --nvmet-thp MODE      THP during nvmet-tcp passes (default never)
 #   --knbd-attr A=V       extra knbd volume attribute (repeatable), e.g. direct_io=1
 #   --knbd-node-attr A=V  extra knbd node attribute (repeatable), e.g. queue_depth=64
+#   --knbd-param P=V      knbd module parameter after load (repeatable), e.g. io_spread=1
+#   --profile             perf record -a (cpu-clock) around every fio run; the
+#                         report per run in compare-raw/ID.perf.txt (numbers taken
+#                         under perf are not for the table: use it on its own)
 set -u
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=../tests/lib.sh
@@ -57,7 +61,7 @@ JOBS_ALL="4k-randread-qd1:randread:4k:1 4k-randread-qd32:randread:4k:32
 servers="loop knbd nvmet-tcp nbd-server nbdkit qemu-nbd"
 backings="tmpfs brd" jobs='' conns="1 4" runtime=5 warmup=2 size_mib=1024 budget=0
 thp=always nvmet_thp=never quick=0
-knbd_vattrs=() knbd_nattrs=()
+knbd_vattrs=() knbd_nattrs=() knbd_params=() profile=0
 orig_args=" $* "
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -74,6 +78,8 @@ while [ $# -gt 0 ]; do
 	--nvmet-thp) nvmet_thp=$2; shift 2 ;;
 	--knbd-attr) knbd_vattrs+=("$2"); shift 2 ;;
 	--knbd-node-attr) knbd_nattrs+=("$2"); shift 2 ;;
+	--knbd-param) knbd_params+=("$2"); shift 2 ;;
+	--profile) profile=1; shift ;;
 	*) echo "compare: unknown option $1" >&2; exit 2 ;;
 	esac
 done
@@ -258,6 +264,10 @@ srv_up() {
 		;;
 	knbd)
 		knbd_load || return 1
+		for kv in "${knbd_params[@]}"; do
+			echo "${kv#*=}" >"/sys/module/knbd/parameters/${kv%%=*}" ||
+				{ why "knbd parameter $kv"; return 1; }
+		done
 		knbd_node_create bench "$P_KNBD" 127.0.0.1 || return 1
 		for kv in "${knbd_nattrs[@]}"; do
 			cfs_set "$(knbd_node_dir bench)/${kv%%=*}" "${kv#*=}" || return 1
@@ -432,7 +442,43 @@ run_job() {
 	args+=(--name=meas --stonewall --runtime="$runtime"
 		--exec_prerun="$(snap_cmd "$RAW/$id.pre")" --exec_postrun="$(snap_cmd "$RAW/$id.post")")
 	# (the cwd is $W/fio: fio leaves meas.prerun.txt/meas.postrun.txt there)
-	with_timeout $((warmup + runtime + 120)) fio "${args[@]}" >"$RAW/$id.log" 2>&1
+	if [ "$profile" = 0 ]; then
+		with_timeout $((warmup + runtime + 120)) fio "${args[@]}" >"$RAW/$id.log" 2>&1
+		return
+	fi
+	# perf mmaps its data file: on the guest tmpfs, not the 9p share
+	local rc=0 ppid pdata=$W/perf.data
+	# TCG's slow interrupts would make the kernel lower the sample rate
+	echo 0 >/proc/sys/kernel/perf_cpu_time_max_percent 2>/dev/null
+	echo 1000 >/proc/sys/kernel/perf_event_max_sample_rate 2>/dev/null
+	# Under TCG perf takes seconds to start (kallsyms, every thread over
+	# 9p): it starts disabled and fio waits for its ack of "enable".
+	local cfd afd ack=''
+	rm -f "$W/perf.ctl" "$W/perf.ack"
+	mkfifo "$W/perf.ctl" "$W/perf.ack"
+	exec {cfd}<>"$W/perf.ctl" {afd}<>"$W/perf.ack"
+	perf record -a -e cpu-clock -F 1000 -D -1 --control "fifo:$W/perf.ctl,$W/perf.ack" \
+		-o "$pdata" >"$RAW/$id.perf.log" 2>&1 &
+	ppid=$!
+	echo enable >&"$cfd"
+	read -r -t 120 -u "$afd" ack || log "  perf: no ack of enable"
+	exec {cfd}>&- {afd}>&-
+	with_timeout $((warmup + runtime + 120)) fio "${args[@]}" >"$RAW/$id.log" 2>&1 || rc=$?
+	kill -INT "$ppid" 2>/dev/null
+	wait "$ppid" 2>/dev/null
+	{
+		echo "== by module (dso)"
+		with_timeout 300 perf report -i "$pdata" --no-children --sort dso -g none --stdio 2>/dev/null |
+			grep -v '^#' | grep -v '^$' | head -n 25
+		echo "== by command"
+		with_timeout 300 perf report -i "$pdata" --no-children --sort comm -g none --stdio 2>/dev/null |
+			grep -v '^#' | grep -v '^$' | head -n 25
+		echo "== by symbol"
+		with_timeout 300 perf report -i "$pdata" --no-children --sort dso,sym -g none \
+			--percent-limit 0.5 --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 80
+	} >"$RAW/$id.perf.txt"
+	rm -f "$pdata"
+	return $rc
 }
 
 # fio_brief FILE: "iops=... MB/s=..." of the measured job (for the log)
@@ -591,7 +637,7 @@ knbd_sha=$(sha256sum "$KNBD_KO" 2>/dev/null | cut -c1-16)
 record meta.jsonl kernel="$(uname -r)" ncpu="$NCPU" mem_mib=$(($(awk '/MemTotal/ { print $2 }' /proc/meminfo) / 1024)) \
 	servers="$servers" backings="$backings" jobs="$jobs" conns="$conns" runtime="$runtime" \
 	warmup="$warmup" size_mib="$size_mib" quick="$quick" budget="$budget" thp="$thp" nvmet_thp="$nvmet_thp" \
-	thp_boot="$thp0" knbd_ko="$KNBD_KO" knbd_sha256="$knbd_sha" knbd_attrs="${knbd_vattrs[*]} ${knbd_nattrs[*]}" \
+	thp_boot="$thp0" knbd_ko="$KNBD_KO" knbd_sha256="$knbd_sha" knbd_attrs="${knbd_vattrs[*]} ${knbd_nattrs[*]} ${knbd_params[*]}" \
 	fio="$(fio --version)" nbd_timeout="$NBD_T" user_hz="$(getconf CLK_TCK)"
 log "compare: servers [$servers] backings [$backings] conns [$conns] jobs [$jobs];" \
 	"${runtime}s measured + ${warmup}s warm-up per job, ${size_mib} MiB backings, $NCPU CPUs"
