@@ -453,7 +453,7 @@ run_job() {
 	echo 1000 >/proc/sys/kernel/perf_event_max_sample_rate 2>/dev/null
 	# Under TCG perf takes seconds to start (kallsyms, every thread over
 	# 9p): it starts disabled and fio waits for its ack of "enable".
-	local cfd afd ack=''
+	local cfd afd
 	rm -f "$W/perf.ctl" "$W/perf.ack"
 	mkfifo "$W/perf.ctl" "$W/perf.ack"
 	exec {cfd}<>"$W/perf.ctl" {afd}<>"$W/perf.ack"
@@ -461,7 +461,7 @@ run_job() {
 		-o "$pdata" >"$RAW/$id.perf.log" 2>&1 &
 	ppid=$!
 	echo enable >&"$cfd"
-	read -r -t 120 -u "$afd" ack || log "  perf: no ack of enable"
+	read -r -t 120 -u "$afd" _ || log "  perf: no ack of enable"
 	exec {cfd}>&- {afd}>&-
 	with_timeout $((warmup + runtime + 120)) fio "${args[@]}" >"$RAW/$id.log" 2>&1 || rc=$?
 	kill -INT "$ppid" 2>/dev/null
@@ -493,25 +493,26 @@ over_budget() { [ "$budget" -gt 0 ] && [ $((SECONDS - t0)) -ge "$budget" ]; }
 
 declare -A BROKEN=()
 
+# skip_pass KIND CONNS SERVER WHY NOTE: record the pass and its runs as skipped
+skip_pass() {
+	local kind=$1 c=$2 s=$3 job
+	log "--- $s $kind C=$c: skipped ($4)"
+	for job in $jobs; do
+		record runs.jsonl id="${kind}_c${c}_${job}_$s" backing="$kind" conns="$c" job="$job" \
+			server="$s" status=skipped note="$5"
+	done
+	record passes.jsonl backing="$kind" conns="$c" server="$s" status=skipped note="$5"
+}
+
 # server_pass KIND BACKING CONNS SERVER
 server_pass() {
 	local kind=$1 b=$2 c=$3 s=$4 job id rc fails=0 abort='' mark bad t1=$SECONDS st=ok sched note
 	if [ -n "${BROKEN[$s]:-}" ]; then
-		log "--- $s $kind C=$c: skipped (${BROKEN[$s]})"
-		for job in $jobs; do
-			record runs.jsonl id="${kind}_c${c}_${job}_$s" backing="$kind" conns="$c" job="$job" \
-				server="$s" status=skipped note="${BROKEN[$s]}"
-		done
-		record passes.jsonl backing="$kind" conns="$c" server="$s" status=skipped note="${BROKEN[$s]}"
+		skip_pass "$kind" "$c" "$s" "${BROKEN[$s]}" "${BROKEN[$s]}"
 		return
 	fi
 	if over_budget; then
-		log "--- $s $kind C=$c: skipped (time budget ${budget}s used up)"
-		for job in $jobs; do
-			record runs.jsonl id="${kind}_c${c}_${job}_$s" backing="$kind" conns="$c" job="$job" \
-				server="$s" status=skipped note="time budget"
-		done
-		record passes.jsonl backing="$kind" conns="$c" server="$s" status=skipped note="time budget"
+		skip_pass "$kind" "$c" "$s" "time budget ${budget}s used up" "time budget"
 		return
 	fi
 	log "--- $s on $kind, C=$c"
