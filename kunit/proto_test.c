@@ -1012,7 +1012,7 @@ static void peer_encode_hdr_bytes(struct kunit *test)
 {
 	static const u8 want[] = {
 		'K', 'N', 'B', 'D',
-		0x00, 0x02,		/* version 2 */
+		0x00, 0x03,		/* version 3 */
 		0x00, 0x02,		/* IO */
 		0x00, 0x01, 0x23, 0x45,
 	};
@@ -1026,7 +1026,7 @@ static void peer_encode_hdr_bytes(struct kunit *test)
 static void peer_decode_hdr_fields(struct kunit *test)
 {
 	static const u8 bytes[] = {
-		'K', 'N', 'B', 'D', 0x00, 0x02, 0x00, 0x03, 0x00, 0x00, 0x01, 0x2c,
+		'K', 'N', 'B', 'D', 0x00, 0x03, 0x00, 0x03, 0x00, 0x00, 0x01, 0x2c,
 	};
 	struct knbd_peer_hdr hdr;
 	u16 type = 0;
@@ -1052,22 +1052,25 @@ static void peer_decode_hdr_bad_magic(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, knbd_peer_decode_hdr(&hdr, &type, &len), -EPROTO);
 }
 
-/* Version 1 named volumes in every IO frame: a member that speaks it is refused. */
+/*
+ * Version 2 had no authentication (and 1 named volumes in every IO frame):
+ * a member that speaks either is refused, as is a newer one.
+ */
 static void peer_decode_hdr_bad_version(struct kunit *test)
 {
-	static const u8 v1[] = {
-		'K', 'N', 'B', 'D', 0x00, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x10,
+	static const u8 v2[] = {
+		'K', 'N', 'B', 'D', 0x00, 0x02, 0x00, 0x01, 0x00, 0x00, 0x00, 0x10,
 	};
-	static const u8 v3[] = {
-		'K', 'N', 'B', 'D', 0x00, 0x03, 0x00, 0x02, 0x00, 0x00, 0x00, 0x10,
+	static const u8 v4[] = {
+		'K', 'N', 'B', 'D', 0x00, 0x04, 0x00, 0x01, 0x00, 0x00, 0x00, 0x10,
 	};
 	struct knbd_peer_hdr hdr;
 	u16 type;
 	u32 len;
 
-	memcpy(&hdr, v1, sizeof(hdr));
+	memcpy(&hdr, v2, sizeof(hdr));
 	KUNIT_EXPECT_EQ(test, knbd_peer_decode_hdr(&hdr, &type, &len), -EPROTONOSUPPORT);
-	memcpy(&hdr, v3, sizeof(hdr));
+	memcpy(&hdr, v4, sizeof(hdr));
 	KUNIT_EXPECT_EQ(test, knbd_peer_decode_hdr(&hdr, &type, &len), -EPROTONOSUPPORT);
 }
 
@@ -1286,6 +1289,83 @@ static void peer_check_reply_no_data(struct kunit *test)
 
 /* ---- command names ---- */
 
+static void peer_hello_round_trip(struct kunit *test)
+{
+	u8 frame[sizeof(struct knbd_peer_hdr) + sizeof(struct knbd_peer_hello)];
+	struct knbd_peer_hello *hello = (void *)(frame + sizeof(struct knbd_peer_hdr));
+	u8 nonce[KNBD_PEER_NONCE_LEN], mac[KNBD_PEER_MAC_LEN];
+	u32 id, group, flags, len;
+	u16 type;
+
+	KUNIT_ASSERT_EQ(test, sizeof(frame), 12U + 16U + 32U + 32U);
+	memset(nonce, 0x11, sizeof(nonce));
+	memset(mac, 0x22, sizeof(mac));
+	memset(frame, 0xa5, sizeof(frame));
+	knbd_peer_encode_hello(frame, 7, 0x01020304, KNBD_HELLO_F_INSECURE, nonce, mac);
+	KUNIT_EXPECT_EQ(test, knbd_peer_decode_hdr((void *)frame, &type, &len), 0);
+	KUNIT_EXPECT_EQ(test, type, (u16)KNBD_PEER_HELLO);
+	KUNIT_EXPECT_EQ(test, len, 80U);
+	/* node id right after the header, big endian */
+	KUNIT_EXPECT_EQ(test, frame[12 + 3], 7);
+	KUNIT_EXPECT_EQ(test, frame[16], 1);
+	KUNIT_EXPECT_EQ(test, knbd_peer_decode_hello(hello, &id, &group, &flags), 0);
+	KUNIT_EXPECT_EQ(test, id, 7U);
+	KUNIT_EXPECT_EQ(test, group, 0x01020304U);
+	KUNIT_EXPECT_EQ(test, flags, (u32)KNBD_HELLO_F_INSECURE);
+	KUNIT_EXPECT_EQ(test, memcmp(hello->nonce, nonce, sizeof(nonce)), 0);
+	KUNIT_EXPECT_EQ(test, memcmp(hello->mac, mac, sizeof(mac)), 0);
+
+	/* the client's HELLO carries no MAC: zeros, not what was there */
+	knbd_peer_encode_hello(frame, 7, 1, 0, nonce, NULL);
+	memset(mac, 0, sizeof(mac));
+	KUNIT_EXPECT_EQ(test, memcmp(hello->mac, mac, sizeof(mac)), 0);
+}
+
+/* Unknown flags or reserved bits: a member we do not understand is refused. */
+static void peer_hello_unknown_bits(struct kunit *test)
+{
+	u8 frame[sizeof(struct knbd_peer_hdr) + sizeof(struct knbd_peer_hello)] = {};
+	struct knbd_peer_hello *hello = (void *)(frame + sizeof(struct knbd_peer_hdr));
+	u8 nonce[KNBD_PEER_NONCE_LEN] = {};
+	u32 id, group, flags;
+
+	knbd_peer_encode_hello(frame, 1, 1, 0x2, nonce, NULL);
+	KUNIT_EXPECT_EQ(test, knbd_peer_decode_hello(hello, &id, &group, &flags), -EPROTO);
+	knbd_peer_encode_hello(frame, 1, 1, 0, nonce, NULL);
+	hello->reserved = cpu_to_be32(1);
+	KUNIT_EXPECT_EQ(test, knbd_peer_decode_hello(hello, &id, &group, &flags), -EPROTO);
+}
+
+/*
+ * The two proofs of one handshake differ only in the label, and each
+ * covers the ids, group, mode and both nonces: a changed byte anywhere
+ * changes the transcript (so the MAC).  The Python member in the tests
+ * builds the same bytes (scripts/tests/peerwire.py).
+ */
+static void peer_auth_transcript_layout(struct kunit *test)
+{
+	struct knbd_peer_auth_transcript s, c;
+	u8 cn[KNBD_PEER_NONCE_LEN], sn[KNBD_PEER_NONCE_LEN];
+	const u8 *b = (const u8 *)&s;
+
+	memset(cn, 0xc1, sizeof(cn));
+	memset(sn, 0x5e, sizeof(sn));
+	KUNIT_ASSERT_EQ(test, sizeof(s), 16U + 16U + 64U);
+	knbd_peer_auth_transcript(&s, true, 2, 3, 7, 0, cn, sn);
+	knbd_peer_auth_transcript(&c, false, 2, 3, 7, 0, cn, sn);
+	KUNIT_EXPECT_EQ(test, memcmp(b, "knbd3 server\0\0\0\0", 16), 0);
+	KUNIT_EXPECT_EQ(test, memcmp((const u8 *)&c, "knbd3 client\0\0\0\0", 16), 0);
+	KUNIT_EXPECT_EQ(test, memcmp(b + 16, &c.client_id, sizeof(s) - 16), 0);
+	KUNIT_EXPECT_EQ(test, b[16 + 3], 2);	/* client id */
+	KUNIT_EXPECT_EQ(test, b[20 + 3], 3);	/* server id */
+	KUNIT_EXPECT_EQ(test, b[24 + 3], 7);	/* group */
+	KUNIT_EXPECT_EQ(test, b[32], 0xc1);
+	KUNIT_EXPECT_EQ(test, b[64], 0x5e);
+	/* swapping the roles' nonces is another transcript */
+	knbd_peer_auth_transcript(&c, true, 2, 3, 7, 0, sn, cn);
+	KUNIT_EXPECT_NE(test, memcmp(b, &c, sizeof(s)), 0);
+}
+
 static void cmd_name_known(struct kunit *test)
 {
 	KUNIT_EXPECT_STREQ(test, knbd_proto_cmd_name(0), "READ");
@@ -1401,6 +1481,9 @@ static struct kunit_case knbd_proto_cases[] = {
 	KUNIT_CASE(peer_decode_io_bad_cmd),
 	KUNIT_CASE(peer_check_reply_read),
 	KUNIT_CASE(peer_check_reply_no_data),
+	KUNIT_CASE(peer_hello_round_trip),
+	KUNIT_CASE(peer_hello_unknown_bits),
+	KUNIT_CASE(peer_auth_transcript_layout),
 	KUNIT_CASE(cmd_name_known),
 	KUNIT_CASE(cmd_name_unknown),
 	{}

@@ -6,7 +6,7 @@ set -euo pipefail
 PKGS_RUN="qemu-system-x86 linux-image-amd64 linux-headers-amd64 busybox-static kmod
   iproute2 cpio nbd-client nbd-server fio libnbd-bin nbdkit qemu-utils ipvsadm
   util-linux e2fsprogs procps psmisc make gcc libnl-3-dev libnl-genl-3-dev
-  nvme-cli python3-matplotlib linux-perf"
+  nvme-cli python3-matplotlib linux-perf dmsetup"
 PKGS_DEV="sparse linux-source-6.1 bc flex bison libelf-dev libssl-dev dwarves python3
   xz-utils rsync"
 

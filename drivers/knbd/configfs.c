@@ -898,6 +898,90 @@ static ssize_t knbd_node_group_id_store(struct config_item *item,
 }
 CONFIGFS_ATTR(knbd_node_, group_id);
 
+/*
+ * The member group key: hex, or the absolute path of a file holding it in
+ * hex; an empty write removes it.  Write-only: it is never shown.
+ */
+static ssize_t knbd_node_group_key_store(struct config_item *item,
+					 const char *page, size_t count)
+{
+	struct knbd_node *node = to_knbd_node(item);
+	u8 key[KNBD_GROUP_KEY_MAX], len;
+	const char *why = NULL;
+	ssize_t ret;
+
+	ret = knbd_auth_parse_key(page, count, key, &len, &why);
+	if (ret) {
+		if (why)
+			knbd_cfg_warn(item, "group_key: %s\n", why);
+		else
+			knbd_cfg_warn(item, "group_key: %pe\n", ERR_PTR(ret));
+		goto out;
+	}
+	mutex_lock(&node->lock);
+	if (node->enabled) {
+		knbd_cfg_warn(item, "cannot change group_key while enabled\n");
+		ret = -EBUSY;
+	} else {
+		memcpy(node->group_key, key, len);
+		memzero_explicit(node->group_key + len, sizeof(node->group_key) - len);
+		node->group_key_len = len;
+		ret = count;
+	}
+	mutex_unlock(&node->lock);
+out:
+	memzero_explicit(key, sizeof(key));
+	return ret;
+}
+CONFIGFS_ATTR_WO(knbd_node_, group_key);
+
+static ssize_t knbd_node_insecure_peers_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%d\n", to_knbd_node(item)->insecure_peers);
+}
+
+static ssize_t knbd_node_insecure_peers_store(struct config_item *item,
+					      const char *page, size_t count)
+{
+	struct knbd_node *node = to_knbd_node(item);
+	ssize_t ret = count;
+	bool val;
+
+	if (!sysfs_streq(page, "0") && !sysfs_streq(page, "1")) {
+		knbd_cfg_warn(item, "insecure_peers must be 0 or 1\n");
+		return -EINVAL;
+	}
+	val = sysfs_streq(page, "1");
+	mutex_lock(&node->lock);
+	if (node->enabled) {
+		knbd_cfg_warn(item, "cannot change insecure_peers while enabled\n");
+		ret = -EBUSY;
+	} else {
+		node->insecure_peers = val;
+	}
+	mutex_unlock(&node->lock);
+	return ret;
+}
+CONFIGFS_ATTR(knbd_node_, insecure_peers);
+
+/* How member links are authenticated, without showing the key. */
+static ssize_t knbd_node_peer_auth_show(struct config_item *item, char *page)
+{
+	struct knbd_node *node = to_knbd_node(item);
+	const char *mode;
+
+	mutex_lock(&node->lock);
+	if (node->group_key_len)
+		mode = "hmac-sha256";
+	else if (node->insecure_peers)
+		mode = "none (insecure_peers)";
+	else
+		mode = "none (member links refused)";
+	mutex_unlock(&node->lock);
+	return sysfs_emit(page, "%s\n", mode);
+}
+CONFIGFS_ATTR_RO(knbd_node_, peer_auth);
+
 static ssize_t knbd_node_load_tick_ms_show(struct config_item *item, char *page)
 {
 	return sysfs_emit(page, "%u\n", to_knbd_node(item)->load_tick_ms);
@@ -1226,6 +1310,9 @@ static struct configfs_attribute *knbd_node_attrs[] = {
 	&knbd_node_attr_peer_port,
 	&knbd_node_attr_node_id,
 	&knbd_node_attr_group_id,
+	&knbd_node_attr_group_key,
+	&knbd_node_attr_insecure_peers,
+	&knbd_node_attr_peer_auth,
 	&knbd_node_attr_load_tick_ms,
 	&knbd_node_attr_balance,
 	&knbd_node_attr_balance_threshold_pct,
@@ -1245,6 +1332,7 @@ static void knbd_node_release(struct config_item *item)
 	struct knbd_node *node = to_knbd_node(item);
 
 	ida_destroy(&node->vol_ida);
+	memzero_explicit(node->group_key, sizeof(node->group_key));
 	kfree(node);
 }
 

@@ -102,6 +102,8 @@
 
 /* Server-to-server links. */
 #define KNBD_DEFAULT_PEER_PORT		10810
+#define KNBD_GROUP_KEY_MIN		16	/* bytes of the member group key */
+#define KNBD_GROUP_KEY_MAX		64
 /* A piece unanswered this long takes its link down. */
 #define KNBD_PEER_IO_TIMEOUT		(30 * HZ)
 #define KNBD_PEER_HELLO_TIMEOUT		(5 * HZ)
@@ -221,6 +223,8 @@ int knbd_route_format(const struct knbd_route *rt, char *buf, size_t size);
 /* ---- server-to-server frames (proto.c): pure ---- */
 
 #define KNBD_PEER_MAX_FRAME	(sizeof(struct knbd_peer_io) + KNBD_MAX_REQ_BYTES)
+#define KNBD_PEER_HELLO_FRAME	(sizeof(struct knbd_peer_hdr) + sizeof(struct knbd_peer_hello))
+#define KNBD_PEER_AUTH_FRAME	(sizeof(struct knbd_peer_hdr) + sizeof(struct knbd_peer_auth))
 
 void knbd_peer_encode_hdr(struct knbd_peer_hdr *hdr, u16 type, u32 len);
 int knbd_peer_decode_hdr(const struct knbd_peer_hdr *hdr, u16 *type, u32 *len);
@@ -231,6 +235,13 @@ int knbd_peer_decode_bind(const struct knbd_peer_bind *bind, u32 frame_len,
 			  u32 *handle, u16 *name_len);
 int knbd_peer_check_reply(u32 frame_len, u32 error, u32 status, u16 cmd,
 			  u32 len);
+void knbd_peer_encode_hello(void *buf, u32 node_id, u32 group_id, u32 flags,
+			    const u8 *nonce, const u8 *mac);
+int knbd_peer_decode_hello(const struct knbd_peer_hello *hello, u32 *id, u32 *group,
+			   u32 *flags);
+void knbd_peer_auth_transcript(struct knbd_peer_auth_transcript *t, bool server,
+			       u32 client_id, u32 server_id, u32 group_id, u32 flags,
+			       const u8 *client_nonce, const u8 *server_nonce);
 
 /* ---- load arithmetic (load.c): pure ---- */
 
@@ -346,6 +357,7 @@ struct knbd_vol_stats {
 	atomic64_t fallback_ios;	/* local pieces a worker had to run */
 };
 
+struct crypto_shash;
 struct knbd_node;
 struct knbd_monitor;
 struct knbd_conn;
@@ -389,6 +401,12 @@ struct knbd_node {
 	u32 node_id;
 	u32 group_id;
 	bool enabled;
+
+	/* Member authentication (auth.c); the key is set while disabled. */
+	u8 group_key[KNBD_GROUP_KEY_MAX];
+	u8 group_key_len;		/* 0: no key */
+	bool insecure_peers;		/* the admin allows links without a key */
+	struct crypto_shash *auth_tfm;	/* while enabled with a key */
 
 	/* Valid while enabled. */
 	struct net *net;
@@ -526,6 +544,7 @@ struct knbd_peer {
 	struct knbd_sock_cbs saved_cbs;
 	unsigned long hello_deadline;
 	bool hello_sent;
+	u8 nonce[KNBD_PEER_NONCE_LEN];	/* ours, in this socket's HELLO */
 	u32 bound[KNBD_MAX_VOLUMES];	/* volume gen bound to each handle, 0: none */
 	u8 ctl[64 + KNBD_PEER_MAX_NAME]; /* HELLO, BIND or LOAD being sent */
 	u32 ctl_len;
@@ -533,7 +552,7 @@ struct knbd_peer {
 	struct knbd_piece *snd_piece;	/* being sent: frame, then WRITE data */
 	u32 snd_off;
 	u8 snd_hdr[sizeof(struct knbd_peer_hdr) + sizeof(struct knbd_peer_io)];
-	u8 rcv_hdr[sizeof(struct knbd_peer_hdr) + sizeof(struct knbd_peer_io_reply)];
+	u8 rcv_hdr[KNBD_PEER_HELLO_FRAME];	/* the peer's HELLO, then IO_REPLY heads */
 	u32 rcv_off;
 	struct knbd_piece *rcv_piece;	/* receiving its READ data */
 	u32 rcv_data_off;
@@ -718,6 +737,8 @@ struct knbd_nbd_conn {
 enum knbd_pserve_phase {
 	KNBD_PSERVE_HELLO_HDR,
 	KNBD_PSERVE_HELLO,
+	KNBD_PSERVE_AUTH_HDR,	/* nothing else is read before the client's proof */
+	KNBD_PSERVE_AUTH,
 	KNBD_PSERVE_HDR,
 	KNBD_PSERVE_BODY,	/* LOAD, BIND or the fixed part of IO */
 	KNBD_PSERVE_NAME,	/* a BIND's name */
@@ -742,12 +763,15 @@ struct knbd_pserve_conn {
 	union {
 		struct knbd_peer_hdr hdr;
 		struct knbd_peer_hello hello;
+		struct knbd_peer_auth auth;
 		struct knbd_peer_load load;
 		struct knbd_peer_bind bind;
 		struct knbd_peer_io io;
 	} buf;
 	struct knbd_cmd cmd;
 	struct knbd_pserve_bind *binds;	/* KNBD_PEER_MAX_HANDLES of them */
+	u8 client_nonce[KNBD_PEER_NONCE_LEN];
+	u8 server_nonce[KNBD_PEER_NONCE_LEN];
 };
 
 /*
@@ -866,6 +890,7 @@ int knbd_sock_listen(struct net *net, const struct sockaddr_storage *base,
 		     u16 port, struct socket **sockp);
 int knbd_sock_create(struct net *net, int family, struct socket **sockp);
 void knbd_sock_addr_port(struct sockaddr_storage *addr, u16 port, int *len);
+bool knbd_sock_addr_eq(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 
 /* conn.c: the connection engine */
 int knbd_conn_create(struct knbd_node *node, const struct knbd_conn_ops *ops,
@@ -921,9 +946,21 @@ void knbd_peer_send_load(struct knbd_peer *peer, u64 load, u32 conns, u32 seq,
 			 u32 flags);
 void knbd_peer_got_load(struct knbd_node *node, const struct knbd_peer_load *rep);
 const char *knbd_peer_state_name(enum knbd_peer_state state);
-void knbd_peer_encode_hello(struct knbd_node *node, void *buf);
-int knbd_peer_check_hello(const struct knbd_peer_hdr *hdr,
-			  const struct knbd_peer_hello *hello, u32 *id, u32 *group);
+bool knbd_peer_addr_match(struct knbd_node *node, u32 node_id,
+			  const struct sockaddr_storage *from);
+
+/* auth.c: the group key and the member handshake's MACs */
+int knbd_auth_parse_key(const char *page, size_t count, u8 *key, u8 *key_len,
+			const char **why);
+int knbd_auth_start(struct knbd_node *node);
+void knbd_auth_stop(struct knbd_node *node);
+bool knbd_auth_enabled(const struct knbd_node *node);
+u32 knbd_auth_flags(const struct knbd_node *node);
+void knbd_auth_nonce(u8 *nonce);
+int knbd_auth_mac(struct knbd_node *node, bool server, u32 client_id, u32 server_id,
+		  const u8 *client_nonce, const u8 *server_nonce, u8 *mac);
+bool knbd_auth_verify(struct knbd_node *node, bool server, u32 client_id, u32 server_id,
+		      const u8 *client_nonce, const u8 *server_nonce, const u8 *mac);
 
 /* volume.c */
 void knbd_volume_init(struct knbd_volume *vol, struct knbd_node *node);

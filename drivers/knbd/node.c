@@ -26,6 +26,9 @@ int knbd_node_enable(struct knbd_node *node)
 
 	lockdep_assert_held(&node->state_lock);
 	lockdep_assert_held(&node->lock);
+	ret = knbd_auth_start(node);
+	if (ret)
+		return ret;
 	/* Kernel sockets do not pin their namespace: hold it ourselves. */
 	node->net = get_net(current->nsproxy->net_ns);
 	ret = knbd_listener_start(&node->clients, node->net, &node->listen_addr,
@@ -55,6 +58,7 @@ err_clients:
 err_net:
 	put_net(node->net);
 	node->net = NULL;
+	knbd_auth_stop(node);
 	return ret;
 }
 
@@ -93,6 +97,7 @@ void knbd_node_disable(struct knbd_node *node)
 	mutex_lock(&node->lock);
 	node->enabled = false;
 	mutex_unlock(&node->lock);
+	knbd_auth_stop(node);
 	put_net(node->net);
 	node->net = NULL;
 	pr_info("node %s: disabled\n", config_item_name(&node->group.cg_item));

@@ -27,6 +27,7 @@
 #include "knbd.h"
 
 #define peer_name(p)	config_item_name(&(p)->group.cg_item)
+#define node_name(n)	config_item_name(&(n)->group.cg_item)
 
 static const char * const knbd_peer_state_names[] = {
 	[KNBD_PEER_DOWN]	= "down",
@@ -37,33 +38,6 @@ static const char * const knbd_peer_state_names[] = {
 const char *knbd_peer_state_name(enum knbd_peer_state state)
 {
 	return knbd_peer_state_names[state];
-}
-
-/* HELLO, header included, into @buf: what both ends send first. */
-void knbd_peer_encode_hello(struct knbd_node *node, void *buf)
-{
-	struct knbd_peer_hdr *hdr = buf;
-	struct knbd_peer_hello *hello = (struct knbd_peer_hello *)(hdr + 1);
-
-	knbd_peer_encode_hdr(hdr, KNBD_PEER_HELLO, sizeof(*hello));
-	memset(hello, 0, sizeof(*hello));
-	hello->node_id = cpu_to_be32(node->node_id);
-	hello->group_id = cpu_to_be32(node->group_id);
-}
-
-/* @hdr may be NULL when the caller checked it already. */
-int knbd_peer_check_hello(const struct knbd_peer_hdr *hdr,
-			  const struct knbd_peer_hello *hello, u32 *id, u32 *group)
-{
-	u16 type;
-	u32 len;
-
-	if (hdr && (knbd_peer_decode_hdr(hdr, &type, &len) ||
-		    type != KNBD_PEER_HELLO || len != sizeof(*hello)))
-		return -EPROTO;
-	*id = be32_to_cpu(hello->node_id);
-	*group = be32_to_cpu(hello->group_id);
-	return 0;
 }
 
 static void knbd_peer_kick(struct knbd_peer *peer)
@@ -222,31 +196,66 @@ static int knbd_peer_connecting(struct knbd_peer *peer, const char **why)
 	}
 	if (sk->sk_state != TCP_ESTABLISHED || peer->hello_sent)
 		return 0;
-	knbd_peer_encode_hello(peer->node, peer->ctl);
-	peer->ctl_len = sizeof(struct knbd_peer_hdr) + sizeof(struct knbd_peer_hello);
+	knbd_auth_nonce(peer->nonce);
+	knbd_peer_encode_hello(peer->ctl, peer->node->node_id, peer->node->group_id,
+			       knbd_auth_flags(peer->node), peer->nonce, NULL);
+	peer->ctl_len = KNBD_PEER_HELLO_FRAME;
 	peer->ctl_off = 0;
 	peer->hello_sent = true;
 	return 0;
 }
 
+/*
+ * The server's HELLO: it must be the member we meant, in our mode, and
+ * prove it holds the group key; then we prove it in turn (AUTH, sent
+ * before anything else) and the link is up.
+ */
 static int knbd_peer_got_hello(struct knbd_peer *peer, const char **why)
 {
+	struct knbd_peer_hdr *hdr = (struct knbd_peer_hdr *)peer->rcv_hdr;
+	struct knbd_peer_hello *hello = (struct knbd_peer_hello *)(hdr + 1);
+	struct knbd_peer_auth *auth;
 	struct knbd_node *node = peer->node;
-	u32 id, group;
+	u32 id, group, flags, len;
+	u16 type;
 
-	if (knbd_peer_check_hello((void *)peer->rcv_hdr,
-				  (void *)(peer->rcv_hdr + sizeof(struct knbd_peer_hdr)),
-				  &id, &group)) {
+	if (knbd_peer_decode_hdr(hdr, &type, &len) || type != KNBD_PEER_HELLO ||
+	    len != sizeof(*hello) || knbd_peer_decode_hello(hello, &id, &group, &flags)) {
 		*why = "bad HELLO";
 		return -EPROTO;
 	}
 	if (id != peer->node_id || group != node->group_id) {
-		pr_warn_ratelimited("peer %s: %pISc is node %u of group %u, expected node %u of group %u\n",
-				    peer_name(peer), &peer->addr, id, group,
+		pr_warn_ratelimited("node %s: peer %s: %pISc is node %u of group %u, expected node %u of group %u\n",
+				    node_name(node), peer_name(peer), &peer->addr, id, group,
 				    peer->node_id, node->group_id);
 		*why = "wrong member";
 		return -EPROTO;
 	}
+	if (flags != knbd_auth_flags(node)) {
+		pr_warn_ratelimited("node %s: peer %s: %s\n", node_name(node), peer_name(peer),
+				    flags & KNBD_HELLO_F_INSECURE ?
+				    "it has no group key, we have one" :
+				    "it has a group key, we have none");
+		*why = "group key mismatch";
+		return -EACCES;
+	}
+	if (!knbd_auth_verify(node, true, node->node_id, id, peer->nonce, hello->nonce,
+			      hello->mac)) {
+		pr_warn_ratelimited("node %s: peer %s (%pISc) failed authentication: not our group key\n",
+				    node_name(node), peer_name(peer), &peer->addr);
+		*why = "authentication failed";
+		return -EACCES;
+	}
+	hdr = (struct knbd_peer_hdr *)peer->ctl;
+	auth = (struct knbd_peer_auth *)(hdr + 1);
+	knbd_peer_encode_hdr(hdr, KNBD_PEER_AUTH, sizeof(*auth));
+	if (knbd_auth_mac(node, false, node->node_id, id, peer->nonce, hello->nonce,
+			  auth->mac)) {
+		*why = "cannot compute the MAC";
+		return -EIO;
+	}
+	peer->ctl_len = KNBD_PEER_AUTH_FRAME;
+	peer->ctl_off = 0;
 	spin_lock_bh(&peer->lock);
 	peer->link_up = true;
 	spin_unlock_bh(&peer->lock);
@@ -610,8 +619,8 @@ static int knbd_peer_try_recv(struct knbd_peer *peer, int budget, int *ops,
 			      const char **why)
 {
 	bool up = READ_ONCE(peer->state) == KNBD_PEER_UP;
-	u32 want = sizeof(struct knbd_peer_hdr) +
-		   (up ? sizeof(struct knbd_peer_io_reply) : sizeof(struct knbd_peer_hello));
+	u32 want = up ? sizeof(struct knbd_peer_hdr) + sizeof(struct knbd_peer_io_reply) :
+		   KNBD_PEER_HELLO_FRAME;
 	int ret, progress = 0;
 
 	if (!peer->hello_sent)
@@ -745,6 +754,20 @@ void knbd_peer_stop(struct knbd_peer *peer)
 	knbd_peer_link_down(peer, "stopped");
 	del_timer_sync(&peer->timer);
 	peer->running = false;
+}
+
+/* Is @from the address of the configured peer that is member @node_id? */
+bool knbd_peer_addr_match(struct knbd_node *node, u32 node_id,
+			  const struct sockaddr_storage *from)
+{
+	struct knbd_peer *peer;
+	bool ok;
+
+	rcu_read_lock();
+	peer = knbd_peer_find(node, node_id);
+	ok = peer && knbd_sock_addr_eq(&peer->addr, from);
+	rcu_read_unlock();
+	return ok;
 }
 
 /* The link to member @node_id; the caller holds rcu_read_lock(). */

@@ -7,9 +7,11 @@
  * budget and backing I/O.  A piece is served from this member's store
  * only, never forwarded again, so no chain of members can wait on itself.
  *
- * Frames: HELLO (once), then LOAD (the peer's load report), BIND (a volume
- * handle for the IO frames that follow) and IO.  Anything malformed closes
- * this link only.
+ * Frames: HELLO and AUTH (once: who the peer is, and its proof that it
+ * holds the group key), then LOAD (the peer's load report), BIND (a volume
+ * handle for the IO frames that follow) and IO.  Until AUTH has checked,
+ * nothing else is read and nothing is allocated.  Anything malformed
+ * closes this link only.
  */
 #define pr_fmt(fmt) "knbd: " fmt
 
@@ -32,33 +34,69 @@ static int knbd_pserve_bad(struct knbd_conn *conn, const char *why)
 	return -EPROTO;
 }
 
+static int knbd_pserve_refused(struct knbd_conn *conn, u32 id, const char *why)
+{
+	pr_warn_ratelimited("node %s: member link from %pISpc (says node %u) refused: %s\n",
+			    node_name(conn->node), &conn->peer, id, why);
+	return -EACCES;
+}
+
+/*
+ * The client's HELLO: a configured peer, from its configured address, in
+ * our group and mode.  Answer with our nonce and proof; then only AUTH.
+ */
 static int knbd_pserve_got_hello(struct knbd_conn *conn)
 {
+	struct knbd_pserve_conn *p = &conn->pserve;
 	struct knbd_node *node = conn->node;
-	u32 id, group;
+	u8 mac[KNBD_PEER_MAC_LEN];
+	u32 id, group, flags;
+	void *frame;
 	int ret;
 
-	ret = knbd_peer_check_hello(NULL, &conn->pserve.buf.hello, &id, &group);
-	if (ret)
+	if (knbd_peer_decode_hello(&p->buf.hello, &id, &group, &flags))
 		return knbd_pserve_bad(conn, "bad HELLO");
+	if (group != node->group_id)
+		return knbd_pserve_refused(conn, id, "another group");
+	if (!knbd_peer_addr_match(node, id, &conn->peer))
+		return knbd_pserve_refused(conn, id, "not a configured peer at that address");
+	if (flags != knbd_auth_flags(node))
+		return knbd_pserve_refused(conn, id, flags & KNBD_HELLO_F_INSECURE ?
+					   "it has no group key" : "we have no group key");
 	conn->peer_id = id;
-	if (group != node->group_id) {
-		pr_warn_ratelimited("node %s: member %u from %pISpc is in group %u, not %u\n",
-				    node_name(node), id, &conn->peer, group, node->group_id);
-		return -EPERM;
-	}
+	memcpy(p->client_nonce, p->buf.hello.nonce, KNBD_PEER_NONCE_LEN);
+	knbd_auth_nonce(p->server_nonce);
+	ret = knbd_auth_mac(node, true, id, node->node_id, p->client_nonce,
+			    p->server_nonce, mac);
+	if (ret)
+		return ret;
+	frame = knbd_conn_ctl_put(conn, KNBD_PEER_HELLO_FRAME);
+	if (!frame)
+		return -ENOMEM;
+	knbd_peer_encode_hello(frame, node->node_id, node->group_id, flags,
+			       p->server_nonce, mac);
+	p->phase = KNBD_PSERVE_AUTH_HDR;
+	knbd_conn_recv_into(conn, &p->buf.hdr, sizeof(p->buf.hdr));
+	return 0;
+}
+
+/* The client's proof: from here on it is the member it said it is. */
+static int knbd_pserve_got_auth(struct knbd_conn *conn)
+{
+	struct knbd_pserve_conn *p = &conn->pserve;
+	struct knbd_node *node = conn->node;
+	int ret;
+
+	if (!knbd_auth_verify(node, false, conn->peer_id, node->node_id, p->client_nonce,
+			      p->server_nonce, p->buf.auth.mac))
+		return knbd_pserve_refused(conn, conn->peer_id,
+					   "authentication failed: not our group key");
 	ret = knbd_conn_alloc_pool(conn, KNBD_PEER_QUEUE_DEPTH, KNBD_PEER_MAX_BYTES);
 	if (ret)
 		return ret;
-	{
-		u8 hello[sizeof(struct knbd_peer_hdr) + sizeof(struct knbd_peer_hello)];
-
-		knbd_peer_encode_hello(node, hello);
-		ret = knbd_conn_queue_ctl(conn, hello, sizeof(hello));
-		if (ret)
-			return ret;
-	}
 	WRITE_ONCE(conn->state, KNBD_CONN_TRANSMISSION);
+	pr_info_ratelimited("node %s: member %u authenticated from %pISpc\n",
+			    node_name(node), conn->peer_id, &conn->peer);
 	knbd_pserve_next_frame(conn);
 	return 0;
 }
@@ -295,6 +333,15 @@ static int knbd_pserve_rcv_done(struct knbd_conn *conn)
 		return 0;
 	case KNBD_PSERVE_HELLO:
 		return knbd_pserve_got_hello(conn);
+	case KNBD_PSERVE_AUTH_HDR:
+		if (knbd_peer_decode_hdr(&p->buf.hdr, &p->type, &p->len) ||
+		    p->type != KNBD_PEER_AUTH || p->len != sizeof(p->buf.auth))
+			return knbd_pserve_refused(conn, conn->peer_id, "no AUTH");
+		p->phase = KNBD_PSERVE_AUTH;
+		knbd_conn_recv_into(conn, &p->buf.auth, sizeof(p->buf.auth));
+		return 0;
+	case KNBD_PSERVE_AUTH:
+		return knbd_pserve_got_auth(conn);
 	case KNBD_PSERVE_HDR:
 		return knbd_pserve_got_hdr(conn);
 	case KNBD_PSERVE_BODY:
@@ -336,6 +383,9 @@ static int knbd_pserve_start(struct knbd_conn *conn)
 		return -ENOMEM;
 	conn->pserve.phase = KNBD_PSERVE_HELLO_HDR;
 	knbd_conn_recv_into(conn, &conn->pserve.buf.hdr, sizeof(conn->pserve.buf.hdr));
+	/* A member says who it is at once: a stranger gets seconds, not a minute. */
+	conn->hs_deadline = jiffies + 2 * KNBD_PEER_HELLO_TIMEOUT;
+	knbd_conn_note_timer(conn, conn->hs_deadline);
 	return 0;
 }
 

@@ -390,3 +390,56 @@ int knbd_peer_check_reply(u32 frame_len, u32 error, u32 status, u16 cmd, u32 len
 		want += len;
 	return frame_len == want ? 0 : -EPROTO;
 }
+
+/* HELLO, header included, into @buf (KNBD_PEER_HELLO_FRAME bytes); @mac NULL: zero. */
+void knbd_peer_encode_hello(void *buf, u32 node_id, u32 group_id, u32 flags,
+			    const u8 *nonce, const u8 *mac)
+{
+	struct knbd_peer_hdr *hdr = buf;
+	struct knbd_peer_hello *hello = (struct knbd_peer_hello *)(hdr + 1);
+
+	knbd_peer_encode_hdr(hdr, KNBD_PEER_HELLO, sizeof(*hello));
+	hello->node_id = cpu_to_be32(node_id);
+	hello->group_id = cpu_to_be32(group_id);
+	hello->flags = cpu_to_be32(flags);
+	hello->reserved = 0;
+	memcpy(hello->nonce, nonce, KNBD_PEER_NONCE_LEN);
+	if (mac)
+		memcpy(hello->mac, mac, KNBD_PEER_MAC_LEN);
+	else
+		memset(hello->mac, 0, KNBD_PEER_MAC_LEN);
+}
+
+/* The body of a HELLO whose header said HELLO of the right length. */
+int knbd_peer_decode_hello(const struct knbd_peer_hello *hello, u32 *id, u32 *group,
+			   u32 *flags)
+{
+	*id = be32_to_cpu(hello->node_id);
+	*group = be32_to_cpu(hello->group_id);
+	*flags = be32_to_cpu(hello->flags);
+	if (*flags & ~KNBD_HELLO_F_KNOWN || hello->reserved)
+		return -EPROTO;
+	return 0;
+}
+
+/*
+ * What a MAC of the handshake covers: both ids, the group, the mode and
+ * both nonces, under a label naming whose proof it is.  Fixed layout, so
+ * both ends and the tests build the same bytes.
+ */
+void knbd_peer_auth_transcript(struct knbd_peer_auth_transcript *t, bool server,
+			       u32 client_id, u32 server_id, u32 group_id, u32 flags,
+			       const u8 *client_nonce, const u8 *server_nonce)
+{
+	static const char labels[2][KNBD_PEER_AUTH_LABEL_LEN] = {
+		"knbd3 client", "knbd3 server",
+	};
+
+	memcpy(t->label, labels[server], KNBD_PEER_AUTH_LABEL_LEN);
+	t->client_id = cpu_to_be32(client_id);
+	t->server_id = cpu_to_be32(server_id);
+	t->group_id = cpu_to_be32(group_id);
+	t->flags = cpu_to_be32(flags);
+	memcpy(t->client_nonce, client_nonce, KNBD_PEER_NONCE_LEN);
+	memcpy(t->server_nonce, server_nonce, KNBD_PEER_NONCE_LEN);
+}

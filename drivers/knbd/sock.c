@@ -12,6 +12,7 @@
 #include <linux/module.h>
 #include <linux/net.h>
 #include <linux/uio.h>
+#include <net/ipv6.h>
 #include <net/sock.h>
 #include <net/tcp.h>
 
@@ -232,4 +233,34 @@ int knbd_sock_listen(struct net *net, const struct sockaddr_storage *base,
 	}
 	*sockp = sock;
 	return 0;
+}
+
+/* An IPv4 address, also when an IPv6 socket shows it v4-mapped; false if not one. */
+static bool knbd_sock_addr_v4(const struct sockaddr_storage *ss, __be32 *v4)
+{
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+
+	if (ss->ss_family == AF_INET) {
+		*v4 = ((const struct sockaddr_in *)ss)->sin_addr.s_addr;
+		return true;
+	}
+	if (ss->ss_family == AF_INET6 && ipv6_addr_v4mapped(&s6->sin6_addr)) {
+		*v4 = s6->sin6_addr.s6_addr32[3];
+		return true;
+	}
+	return false;
+}
+
+/* Same host address (ports ignored): is a connection from the member we know? */
+bool knbd_sock_addr_eq(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	__be32 a4, b4;
+	bool av4 = knbd_sock_addr_v4(a, &a4), bv4 = knbd_sock_addr_v4(b, &b4);
+
+	if (av4 || bv4)
+		return av4 && bv4 && a4 == b4;
+	if (a->ss_family != AF_INET6 || b->ss_family != AF_INET6)
+		return false;
+	return ipv6_addr_equal(&((const struct sockaddr_in6 *)a)->sin6_addr,
+			       &((const struct sockaddr_in6 *)b)->sin6_addr);
 }

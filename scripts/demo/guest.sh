@@ -109,6 +109,9 @@ group_cleanup() {
 	ip link del br0 2>/dev/null || true
 }
 trap group_cleanup EXIT
+# The group key the members prove to each other; a file any member reads (here: the same VM).
+KEYFILE=/run/knbd-group.key
+(umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >$KEYFILE)
 ip link add br0 type bridge && ip addr add 192.0.2.254/24 dev br0 && ip link set br0 up
 for i in 1 2 3; do
 	ip netns add m$i
@@ -121,6 +124,7 @@ for i in 1 2 3; do
 	mkdir $n
 	echo $i >$n/node_id
 	echo 7 >$n/group_id
+	echo $KEYFILE >$n/group_key	# member links authenticate (HMAC-SHA256)
 	echo 192.0.2.$i >$n/listen_addr
 	for j in 1 2 3; do
 		[ $j = $i ] && continue
@@ -139,7 +143,7 @@ for t in $(seq 50); do
 	[ "$(cat $CFG/nodes/m*/peers/*/state | grep -c 'state up')" = 6 ] && break
 	sleep 0.2
 done
-step "member links: $(cat $CFG/nodes/m*/peers/*/state | grep -c 'state up')/6 up; routing of gv on m1:"
+step "member links: $(cat $CFG/nodes/m*/peers/*/state | grep -c 'state up')/6 up, authenticated with $(cat $CFG/nodes/m1/peer_auth); routing of gv on m1:"
 sed 's/^/    /' $CFG/nodes/m1/volumes/gv/routing
 step "attaching /dev/nbd1 to member m1 (nbd-client -C 2); m1 stores a third, forwards the rest"
 timeout 60 nbd-client 192.0.2.1 10809 /dev/nbd1 -N gv -C 2 -t 30 >/dev/null || die "nbd-client could not attach to m1"

@@ -7,6 +7,7 @@
 #   root ns:  bridge knbdtbr0 192.0.2.254/24
 #   member i: netns knbdtg<i>, veth knbdte<i> 192.0.2.<i>/24 (peer end knbdtv<i>
 #             on the bridge), configfs node m<i>, node_id i, group_id 7,
+#             group_key $GRP_KEY (random per run),
 #             clients on :10809, members on peer_port 10810
 #   volume V on member i: backing $KNBD_TMP/grp-m<i>-V.img (sparse, tmpfs)
 #
@@ -28,6 +29,8 @@ fi
 
 GRP_N=${GRP_N:-3}
 GRP_GROUP_ID=${GRP_GROUP_ID:-7}
+# the member links' group key (hex), fresh for every run
+GRP_KEY=${GRP_KEY:-$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')}
 GRP_BR=knbdtbr0
 GRP_NET=192.0.2
 GRP_PORT=10809
@@ -98,6 +101,7 @@ grp_nodes_create() {
 		mkdir "$d" || { why "mkdir $d"; return 1; }
 		grp_set "$d/node_id" "$i" || return 1
 		grp_set "$d/group_id" "$GRP_GROUP_ID" || return 1
+		grp_set "$d/group_key" "$GRP_KEY" || return 1
 		grp_set "$d/listen_addr" "$GRP_NET.$i" || return 1
 		grp_set "$d/listen_port" "$GRP_PORT" || return 1
 		for ((j = 1; j <= GRP_N; j++)); do

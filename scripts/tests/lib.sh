@@ -237,6 +237,7 @@ errno_name() {
 	*"Read-only file system"*) echo EROFS ;;
 	*"Input/output error"*) echo EIO ;;
 	*"Operation not supported"*) echo EOPNOTSUPP ;;
+	*"Required key not available"*) echo ENOKEY ;;
 	*) echo "E?($1)" ;;
 	esac
 }

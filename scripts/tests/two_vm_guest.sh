@@ -261,6 +261,8 @@ chk_group_up() {
 	mkdir "$NODE" || { why "mkdir $NODE"; return 1; }
 	cfs_set "$NODE/node_id" "$ME" || return 1
 	cfs_set "$NODE/group_id" "$GROUP_ID" || return 1
+	# both VMs run this script: the same (test-only) group key
+	cfs_set "$NODE/group_key" 6b6e62642074776f2d766d2067726f7570206b6579212121 || return 1
 	cfs_set "$NODE/listen_addr" "$MY_IP" || return 1
 	cfs_set "$NODE/listen_port" 10809 || return 1
 	cfs_set "$NODE/peer_port" 10810 || return 1
