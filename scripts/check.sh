@@ -194,8 +194,8 @@ stage_debug() {
 	cases+='|node_disable_closes_clients|rmmod_in_use)'
 	cases+='|unl_(under_load|connect_storm|final)'
 	cases+='|group_(up|full_volume|straddle|straddle_stats|peer_down|teardown)'
-	cases+='|auth_(up|member_ok|wrong_key|forged_load|peer_fuzz|teardown)'
-	KNBD_VM_TESTS=${KNBD_DEBUG_TESTS:-"proto configfs unload group auth"} \
+	cases+='|auth_(up|member_ok|wrong_key|forged_load|peer_fuzz|teardown)|fault_.*'
+	KNBD_VM_TESTS=${KNBD_DEBUG_TESTS:-"proto configfs unload group auth faults"} \
 	KNBD_VM_CASES=${KNBD_DEBUG_CASES:-$cases} KNBD_VM_GROUP_MB=${KNBD_DEBUG_GROUP_MB:-8} \
 	KNBD_MODULE=$CACHE/knbd-debug-build/knbd.ko KNBD_VM_TIMEOUT=${KNBD_DEBUG_VM_TIMEOUT:-2400} \
 	KNBD_NO_PVH=1 \

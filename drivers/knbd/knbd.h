@@ -104,8 +104,6 @@
 #define KNBD_DEFAULT_PEER_PORT		10810
 #define KNBD_GROUP_KEY_MIN		16	/* bytes of the member group key */
 #define KNBD_GROUP_KEY_MAX		64
-/* A piece unanswered this long takes its link down. */
-#define KNBD_PEER_IO_TIMEOUT		(30 * HZ)
 #define KNBD_PEER_HELLO_TIMEOUT		(5 * HZ)
 #define KNBD_PEER_BACKOFF_MIN_MS	100
 #define KNBD_PEER_BACKOFF_MAX_MS	5000

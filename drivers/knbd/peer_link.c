@@ -8,7 +8,7 @@
  * link's lock and kicks the link's io_work, which sends frames (a WRITE's
  * data from the client's pages, without a copy), reads replies (a READ's
  * data straight into the client's pages) and completes the pieces; nothing
- * waits for a reply.  Every piece has a deadline (KNBD_PEER_IO_TIMEOUT from
+ * waits for a reply.  Every piece has a deadline (the node's io_timeout from
  * when it was queued) that a timer enforces whatever the link does: the
  * first one missed takes the link down.  Whatever ends a link (a bad
  * frame, an error, a missed deadline, the admin) fails every piece on it
@@ -278,7 +278,8 @@ static int knbd_peer_got_hello(struct knbd_peer *peer, const char **why)
 int knbd_peer_forward(struct knbd_peer *peer, struct knbd_piece *piece)
 {
 	struct knbd_volume *vol = piece->req->vol;
-	unsigned long deadline = jiffies + KNBD_PEER_IO_TIMEOUT;
+	/* The node's io_timeout: how long a client may wait for anything. */
+	unsigned long deadline = jiffies + READ_ONCE(peer->node->io_timeout) * HZ;
 
 	spin_lock_bh(&peer->lock);
 	if (peer->stopping || !peer->link_up) {

@@ -15,6 +15,9 @@
 #                             unaligned, 32 MiB over all members, pipelined
 #                             3-member requests with one reply each, FLUSH
 #   group_straddle_stats      forwarded_ios/peer_ios/local_ios on the right members
+#   group_link_cut            m3's veth down 15 s under a raw writer on m1
+#                             (io_timeout 5): EIO only for m3's extents, served
+#                             again after, every acknowledged write reads back
 #   group_straddle_other_entries  the same bytes read through m2 and m3
 #   group_idle_link_timeout   a piece answered 6 s after it is sent, 10 s into
 #                             an idle link, must not trip the 15 s link timeout
@@ -390,6 +393,24 @@ chk_peer_down() {
 
 peer_not_up() { [ "$(grp_peer_state "$1" "$2")" != up ]; }
 
+# Member 3's network cut (its veth down, not a disable) for 15 s under a
+# raw client on m1 writing a block in each of 12 extents round robin, with
+# m1's io_timeout at 5 s: only m3's extents fail (EIO), they serve again
+# once the link is back, and every block holds its last acknowledged write.
+chk_link_cut() {
+	need_up || return 1
+	local out rc=0 t0=$(cfs_get "$KNBD_CFS/nodes/m1/io_timeout")
+	cfs_set "$KNBD_CFS/nodes/m1/io_timeout" 5 || return 1
+	out=$(with_timeout 300 python3 "$PY" linkcut "$GRP_NET.1" "$GRP_PORT" "$VOL" --ext "$EXT" \
+		--stripe 1,2,3 --cut-member 3 --cut-secs 15 \
+		--cut "ip -n knbdtg3 link set knbdte3 down" --restore "ip -n knbdtg3 link set knbdte3 up" 2>&1) || rc=$?
+	ip -n knbdtg3 link set knbdte3 up 2>/dev/null
+	cfs_set "$KNBD_CFS/nodes/m1/io_timeout" "${t0:-30}" || return 1
+	log "$out"
+	[ "$rc" = 0 ] || { why "linkcut: $(tail -n 1 <<<"$out")"; return 1; }
+	wait_until 30 grp_links_up || { why "links not all up after the cut: $(grp_links_summary)"; return 1; }
+}
+
 wait_pid_gone() {
 	while kill -0 "$1" 2>/dev/null; do sleep 0.2; done
 }
@@ -412,5 +433,6 @@ t_run group_idle_link_timeout chk_idle_link_timeout
 t_run group_huge_volume chk_huge_volume
 t_run group_epoch_mismatch chk_epoch_mismatch
 t_run group_peer_down chk_peer_down
+t_run group_link_cut chk_link_cut
 t_run group_teardown chk_teardown
 t_done

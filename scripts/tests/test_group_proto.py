@@ -20,6 +20,17 @@
       and how many bytes each member owns.  With --device, also compares 4 KiB
       inside each of the first --spot extents of FILE1 with the device.
 
+  test_group_proto.py linkcut HOST PORT EXPORT --ext E --stripe 1,2,3 --cut-member M
+                      --cut CMD --restore CMD --cut-secs S
+      One 4 KiB block in each of the first 4 x len(stripe) extents, written
+      round robin with a new pattern each pass.  CMD cuts member M's network
+      (ip link set down) for S seconds, then is restored: writes to the other
+      members' extents must all succeed throughout, those to M's fail (EIO)
+      while it is cut, and succeed again once the link is back.  Then every
+      block must hold its last acknowledged write (or one of the writes that
+      failed after it: a failed write may or may not have landed); prints
+      the bytes verified and the mismatches (must be 0).
+
 Prints "ok: ..." progress lines; on failure the last line is "FAIL: reason"
 and the exit status is 1.
 """
@@ -392,9 +403,96 @@ def cmd_layout(a):
     print("md5 " + md5.hexdigest())
 
 
+def block_data(off, gen):
+    return struct.pack(">QQ", off, gen) * 256
+
+
+def cmd_linkcut(a):
+    import subprocess
+    c = Conn(a.host, a.port, a.export)
+    n = 4 * len(a.stripe)
+    blocks = [(e * a.ext + 4096 * (e % 7), a.stripe[e % len(a.stripe)]) for e in range(n)]
+    acked = {}          # off -> the last acknowledged content
+    maybe = {}          # off -> contents of writes that failed after it
+    stats = {"ok": 0, "eio": 0, "cut_ok": 0}
+    gen = [0]
+
+    def write_all(phase, allow_fail_owner=None):
+        gen[0] += 1
+        fails = 0
+        for off, owner in blocks:
+            d = block_data(off, gen[0])
+            err, _ = c.cmd(CMD_WRITE, off, len(d), d)
+            if err == 0:
+                acked[off] = d
+                maybe[off] = []
+                stats["ok"] += 1
+                if owner == allow_fail_owner:
+                    stats["cut_ok"] += 1
+                continue
+            expect(owner == allow_fail_owner,
+                   "%s: WRITE at %d (member %d's extent) failed with errno %d" %
+                   (phase, off, owner, err))
+            expect(err == errno.EIO, "%s: WRITE at %d failed with errno %d, not EIO" %
+                   (phase, off, err))
+            maybe.setdefault(off, []).append(d)
+            stats["eio"] += 1
+            fails += 1
+        return fails
+
+    write_all("before the cut")
+    ok("%d blocks written on %d members" % (n, len(a.stripe)))
+    subprocess.run(a.cut, shell=True, check=True)
+    t_cut = time.monotonic()
+    passes = fails = 0
+    while time.monotonic() - t_cut < a.cut_secs:
+        fails += write_all("while member %d is cut" % a.cut_member, a.cut_member)
+        passes += 1
+    ok("member %d cut for %.1f s: %d passes, %d writes to its extents failed (EIO), "
+       "%d succeeded; every write to the others succeeded" %
+       (a.cut_member, time.monotonic() - t_cut, passes, fails, stats["cut_ok"]))
+    expect(fails > 0, "no write to member %d's extents failed while it was cut" % a.cut_member)
+    subprocess.run(a.restore, shell=True, check=True)
+    t_back = time.monotonic()
+    cut_blocks = [off for off, owner in blocks if owner == a.cut_member]
+    while True:
+        d = block_data(cut_blocks[0], 1 << 40)
+        err, _ = c.cmd(CMD_WRITE, cut_blocks[0], len(d), d)
+        if err == 0:
+            acked[cut_blocks[0]] = d
+            maybe[cut_blocks[0]] = []
+            break
+        maybe.setdefault(cut_blocks[0], []).append(d)
+        expect(time.monotonic() - t_back < 60, "member %d's extents still fail 60 s after "
+               "its network came back" % a.cut_member)
+        time.sleep(0.5)
+    ok("member %d serves again %.1f s after its network came back" %
+       (a.cut_member, time.monotonic() - t_back))
+    verified = mism = landed_failed = 0
+    for off, owner in blocks:
+        got = c.read(off, 4096)
+        if got == acked[off]:
+            verified += 4096
+        elif got in maybe.get(off, []):
+            landed_failed += 1
+            verified += 4096
+        else:
+            mism += 1
+    ok("verified %d bytes of acknowledged writes, %d blocks hold a write that failed "
+       "after it, %d mismatches" % (verified, landed_failed, mism))
+    expect(mism == 0, "%d blocks hold neither their last acknowledged write nor a later "
+           "failed one" % mism)
+    write_all("after the link came back")
+    for off, _ in blocks:
+        expect(c.read(off, 4096) == acked[off], "block %d does not read back after recovery" % off)
+    ok("all %d blocks rewritten and read back after recovery; %d writes acknowledged, "
+       "%d failed in all" % (n, stats["ok"], stats["eio"]))
+    c.close()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["straddle", "compare", "layout"])
+    p.add_argument("what", choices=["straddle", "compare", "layout", "linkcut"])
     p.add_argument("args", nargs="*")
     p.add_argument("--size", type=parse_size, default=256 << 20)
     p.add_argument("--ext", type=parse_size, default=1 << 20)
@@ -404,6 +502,10 @@ def main():
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--device", help="layout: also spot-check the first member's file against it")
     p.add_argument("--spot", type=int, default=9, help="layout: spot-check extents 0..SPOT-1")
+    p.add_argument("--cut-member", type=int, default=3)
+    p.add_argument("--cut", help="linkcut: shell command that cuts the member's network")
+    p.add_argument("--restore", help="linkcut: shell command that restores it")
+    p.add_argument("--cut-secs", type=float, default=15)
     a = p.parse_intermixed_args()
     a.stripe = [int(x) for x in a.stripe.split(",")]
     try:
@@ -412,6 +514,10 @@ def main():
             a.host, a.port, a.export = a.args[0], int(a.args[1]), a.args[2]
             expect(a.model, "need --model")
             (cmd_straddle if a.what == "straddle" else cmd_compare)(a)
+        elif a.what == "linkcut":
+            expect(len(a.args) == 3 and a.cut and a.restore, "need HOST PORT EXPORT --cut --restore")
+            a.host, a.port, a.export = a.args[0], int(a.args[1]), a.args[2]
+            cmd_linkcut(a)
         else:
             a.files = a.args
             cmd_layout(a)
