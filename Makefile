@@ -12,13 +12,14 @@
 #                        BENCH_ARGS="--quick" or "--servers ... --jobs ...", Documentation/bench.md)
 #   make bench-quick     the same, smoke-test size (~6 min)
 #   make bench-forward   forwarded vs local 4k latency in a 3-member group
+#   make soak            the fuzzers, attacks, faults and group tests for hours (SOAK_ARGS="--debug")
 
 DEBIAN_KVER ?= $(shell ls -1 /lib/modules 2>/dev/null | while read v; do \
 	[ -e /lib/modules/$$v/build/Makefile ] && echo $$v; done | sort -V | tail -1)
 KDIR ?= /lib/modules/$(DEBIAN_KVER)/build
 PWD := $(shell pwd)
 
-.PHONY: all modules clean deps demo check check-static check-kunit check-vm check-debug bench bench-quick bench-forward help tools
+.PHONY: all modules clean deps demo check check-static check-kunit check-vm check-debug bench bench-quick bench-forward soak help tools
 
 all: modules
 
@@ -72,5 +73,10 @@ bench-forward:
 	scripts/deps.sh --run-only
 	scripts/bench/run.sh --bench forward-latency $(BENCH_RUN_ARGS) -- $(BENCH_ARGS)
 
+SOAK_ARGS ?=
+
+soak:
+	scripts/soak.sh $(SOAK_ARGS)
+
 help:
-	@sed -n '3,14p' Makefile
+	@sed -n '3,15p' Makefile
