@@ -418,6 +418,8 @@ struct knbd_node {
 	u32 io_timeout;			/* seconds; see KNBD_DEFAULT_IO_TIMEOUT */
 	u32 node_id;
 	u32 group_id;
+	u32 max_conns_per_host;		/* client connections per source address; 0: any */
+	bool allow_list;		/* answer NBD_OPT_LIST (else ERR_POLICY) */
 	bool enabled;
 
 	/* Valid while enabled. */
@@ -504,6 +506,9 @@ struct knbd_volume {
 
 	/* NULL: every extent is local.  Replaced under node->lock. */
 	struct knbd_route __rcu *route;
+
+	/* allowed_hosts; NULL: any host.  Replaced under node->lock. */
+	struct knbd_acl __rcu *acl;
 
 	struct knbd_vol_stats stats;
 	u64 load;			/* of the clients attached here */
