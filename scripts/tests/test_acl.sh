@@ -250,6 +250,22 @@ chk_nbd_client_allowed() {
 	cfs_set "$v/allowed_hosts" 127.0.0.2 || return 1
 }
 
+# The graceful close that moves a client away (admin drain) still works
+# for an allowed client, and the client's next handshake is served.
+chk_drain_allowed() {
+	local v f=$KNBD_TMP/hold.txt id
+	v=$(knbd_vol_dir "$N" v4only)
+	cfs_set "$v/allowed_hosts" "127.0.0.1, 127.0.0.2" || return 1
+	probe_hold "$f" v4only 60 "$PORT" || return 1
+	id=$(awk '$3 == "v4only" && /state=transmission/ { print $1; exit }' "$NODE/clients")
+	[ -n "$id" ] || { kill_bg "$PROBE_PID"; why "held connection not in clients: $(cat "$NODE/clients")"; return 1; }
+	cfs_set "$NODE/drain" "$id" || { kill_bg "$PROBE_PID"; return 1; }
+	probe_closed "$f" "$PROBE_PID" 30 || { kill_bg "$PROBE_PID"; why "drained connection not closed: $(cat "$f")"; return 1; }
+	grep -q ERROR-REPLY "$f" && { why "the drained client got an error reply: $(cat "$f")"; return 1; }
+	expect_probe ACK go 127.0.0.1 v4only || return 1
+	cfs_set "$v/allowed_hosts" 127.0.0.2 || return 1
+}
+
 t_run acl_setup chk_setup
 if [ "$T_NFAIL" -eq 0 ]; then
 	t_run acl_configfs chk_configfs
@@ -261,6 +277,7 @@ if [ "$T_NFAIL" -eq 0 ]; then
 	t_run acl_max_conns_per_host chk_max_conns_per_host
 	t_run acl_live_change chk_live_change
 	t_run acl_nbd_client_allowed chk_nbd_client_allowed
+	t_run acl_drain_allowed chk_drain_allowed
 fi
 t_run acl_teardown knbd_unload
 t_done
