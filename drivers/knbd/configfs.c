@@ -312,6 +312,43 @@ static ssize_t knbd_volume_routing_store(struct config_item *item,
 }
 CONFIGFS_ATTR(knbd_volume_, routing);
 
+static ssize_t knbd_volume_allowed_hosts_show(struct config_item *item, char *page)
+{
+	struct knbd_volume *vol = to_knbd_volume(item);
+	ssize_t len;
+
+	rcu_read_lock();
+	len = knbd_acl_format(rcu_dereference(vol->acl), page, PAGE_SIZE);
+	rcu_read_unlock();
+	return len;
+}
+
+/*
+ * May change while enabled: handshakes that follow see the new list,
+ * connections already attached stay (as an NFS export change would).
+ */
+static ssize_t knbd_volume_allowed_hosts_store(struct config_item *item,
+					       const char *page, size_t count)
+{
+	struct knbd_volume *vol = to_knbd_volume(item);
+	struct knbd_acl *acl;
+	const char *why;
+
+	acl = knbd_acl_parse(page, count, &why);
+	if (IS_ERR(acl)) {
+		if (why)
+			knbd_cfg_warn(item, "allowed_hosts: %s\n", why);
+		return PTR_ERR(acl);
+	}
+	mutex_lock(&vol->node->lock);
+	acl = rcu_replace_pointer(vol->acl, acl, lockdep_is_held(&vol->node->lock));
+	mutex_unlock(&vol->node->lock);
+	if (acl)
+		kfree_rcu(acl, rcu);
+	return count;
+}
+CONFIGFS_ATTR(knbd_volume_, allowed_hosts);
+
 static ssize_t knbd_volume_enable_show(struct config_item *item, char *page)
 {
 	return sysfs_emit(page, "%d\n", to_knbd_volume(item)->enabled);
@@ -374,6 +411,7 @@ static struct configfs_attribute *knbd_volume_attrs[] = {
 	&knbd_volume_attr_extent_size,
 	&knbd_volume_attr_direct_io,
 	&knbd_volume_attr_routing,
+	&knbd_volume_attr_allowed_hosts,
 	&knbd_volume_attr_enable,
 	&knbd_volume_attr_stats,
 	NULL,
@@ -384,6 +422,7 @@ static void knbd_volume_release(struct config_item *item)
 	struct knbd_volume *vol = to_knbd_volume(item);
 
 	knbd_route_free(rcu_dereference_protected(vol->route, 1));
+	knbd_acl_free(rcu_dereference_protected(vol->acl, 1));
 	ida_free(&vol->node->vol_ida, vol->vid);
 	kfree(vol->backing_path);
 	kfree(vol->description);
@@ -777,6 +816,47 @@ static ssize_t knbd_node_max_connections_store(struct config_item *item,
 	return ret;
 }
 CONFIGFS_ATTR(knbd_node_, max_connections);
+
+static ssize_t knbd_node_max_conns_per_host_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%u\n", READ_ONCE(to_knbd_node(item)->max_conns_per_host));
+}
+
+/* Client connections from one source address; 0: no limit.  Live: new accepts. */
+static ssize_t knbd_node_max_conns_per_host_store(struct config_item *item,
+						  const char *page, size_t count)
+{
+	u32 max;
+
+	if (kstrtou32(page, 10, &max) || max > KNBD_MAX_CONNS_LIMIT) {
+		knbd_cfg_warn(item, "max_conns_per_host must be 0..%d (0: no limit)\n",
+			      KNBD_MAX_CONNS_LIMIT);
+		return -EINVAL;
+	}
+	WRITE_ONCE(to_knbd_node(item)->max_conns_per_host, max);
+	return count;
+}
+CONFIGFS_ATTR(knbd_node_, max_conns_per_host);
+
+static ssize_t knbd_node_list_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%d\n", READ_ONCE(to_knbd_node(item)->allow_list));
+}
+
+/* 0: NBD_OPT_LIST is refused with ERR_POLICY, export names stay secret.  Live. */
+static ssize_t knbd_node_list_store(struct config_item *item, const char *page,
+				    size_t count)
+{
+	bool on;
+
+	if (kstrtobool(page, &on)) {
+		knbd_cfg_warn(item, "list must be 0 or 1\n");
+		return -EINVAL;
+	}
+	WRITE_ONCE(to_knbd_node(item)->allow_list, on);
+	return count;
+}
+CONFIGFS_ATTR(knbd_node_, list);
 
 static ssize_t knbd_node_queue_depth_show(struct config_item *item, char *page)
 {
@@ -1305,6 +1385,8 @@ static struct configfs_attribute *knbd_node_attrs[] = {
 	&knbd_node_attr_listen_addr,
 	&knbd_node_attr_listen_port,
 	&knbd_node_attr_max_connections,
+	&knbd_node_attr_max_conns_per_host,
+	&knbd_node_attr_list,
 	&knbd_node_attr_queue_depth,
 	&knbd_node_attr_io_timeout,
 	&knbd_node_attr_peer_port,
@@ -1366,6 +1448,7 @@ static struct config_group *knbd_node_make(struct config_group *group,
 	sin->sin_addr.s_addr = htonl(INADDR_ANY);
 	node->listen_port = KNBD_DEFAULT_PORT;
 	node->max_conns = KNBD_DEFAULT_MAX_CONNS;
+	node->allow_list = true;
 	node->peer_port = KNBD_DEFAULT_PEER_PORT;
 	node->load_tick_ms = KNBD_DEFAULT_LOAD_TICK_MS;
 	/*

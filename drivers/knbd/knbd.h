@@ -12,6 +12,7 @@
  *   req.c                            core: a request split into pieces
  *   backing.c peer_link.c            where pieces go: the local store, a member
  *   proto.c route.c load.c connmgr.c pure logic, no sockets (KUnit)
+ *   acl.c                            pure too: a volume's allowed_hosts
  *
  * monitor.c (the load thread) sits beside node.c.  Callbacks go up only
  * through function pointers: a piece's completion (knbd_piece_done()) and a
@@ -218,6 +219,35 @@ bool knbd_route_owns(const struct knbd_route *rt, u64 offset, u64 len, u32 id);
 u64 knbd_route_count(const struct knbd_route *rt, u32 id);
 int knbd_route_format(const struct knbd_route *rt, char *buf, size_t size);
 
+/* ---- client access control (acl.c): pure ---- */
+
+#define KNBD_ACL_MAX_ENTRIES		64
+
+/*
+ * A volume's allowed_hosts.  IPv4 entries are kept IPv4-mapped
+ * (::ffff:a.b.c.d, prefix + 96): one compare serves IPv4 clients and the
+ * mapped ones of a dual-stack listener.  Published with RCU in
+ * knbd_volume::acl (NULL: any host); immutable once published.
+ */
+struct knbd_acl_entry {
+	u8 addr[16];
+	u8 prefix;			/* leading bits of addr that must match */
+	bool v4;			/* written, and shown, as IPv4 */
+};
+
+struct knbd_acl {
+	struct rcu_head rcu;
+	u32 nr;
+	struct knbd_acl_entry e[];
+};
+
+struct knbd_acl *knbd_acl_parse(const char *text, size_t len, const char **why);
+void knbd_acl_free(struct knbd_acl *acl);
+bool knbd_acl_match(const struct knbd_acl *acl, const struct sockaddr_storage *ss);
+bool knbd_acl_same_host(const struct sockaddr_storage *a,
+			const struct sockaddr_storage *b);
+int knbd_acl_format(const struct knbd_acl *acl, char *buf, size_t size);
+
 /* ---- server-to-server frames (proto.c): pure ---- */
 
 #define KNBD_PEER_MAX_FRAME	(sizeof(struct knbd_peer_io) + KNBD_MAX_REQ_BYTES)
@@ -398,6 +428,8 @@ struct knbd_node {
 	u32 io_timeout;			/* seconds; see KNBD_DEFAULT_IO_TIMEOUT */
 	u32 node_id;
 	u32 group_id;
+	u32 max_conns_per_host;		/* client connections per source address; 0: any */
+	bool allow_list;		/* answer NBD_OPT_LIST (else ERR_POLICY) */
 	bool enabled;
 
 	/* Member authentication (auth.c); the key is set while disabled. */
@@ -490,6 +522,9 @@ struct knbd_volume {
 
 	/* NULL: every extent is local.  Replaced under node->lock. */
 	struct knbd_route __rcu *route;
+
+	/* allowed_hosts; NULL: any host.  Replaced under node->lock. */
+	struct knbd_acl __rcu *acl;
 
 	struct knbd_vol_stats stats;
 	u64 load;			/* of the clients attached here */

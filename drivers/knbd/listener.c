@@ -14,10 +14,39 @@
 
 #define node_name(n)	config_item_name(&(n)->group.cg_item)
 
+/*
+ * Is @sock's source host already at max_conns_per_host client connections?
+ * A walk of node->conns, no longer than max_connections: accepts are rare
+ * next to I/O, and no index to keep in step with every close.  Accepts of
+ * one listener are serialised (one work item), so the count cannot race
+ * with another accept from the same host.
+ */
+static bool knbd_listener_host_full(struct knbd_node *node, struct socket *sock,
+				    struct sockaddr_storage *addr)
+{
+	u32 max = READ_ONCE(node->max_conns_per_host);
+	struct knbd_conn *conn;
+	u32 n = 0;
+
+	if (!max)
+		return false;
+	/* Without its address a connection cannot be counted: it is refused. */
+	if (kernel_getpeername(sock, (struct sockaddr *)addr) < 0)
+		return true;
+	mutex_lock(&node->conns_lock);
+	list_for_each_entry(conn, &node->conns, node_entry) {
+		if (!conn->is_peer && knbd_acl_same_host(&conn->peer, addr) && ++n >= max)
+			break;
+	}
+	mutex_unlock(&node->conns_lock);
+	return n >= max;
+}
+
 static void knbd_listener_accept_work(struct work_struct *work)
 {
 	struct knbd_listener *l = container_of(work, struct knbd_listener, accept_work);
 	struct knbd_node *node = l->node;
+	struct sockaddr_storage addr;
 	struct socket *sock;
 	int ret;
 
@@ -33,6 +62,13 @@ static void knbd_listener_accept_work(struct work_struct *work)
 		    (l->ops->is_peer ? KNBD_MAX_MEMBERS : 0)) {
 			pr_warn_ratelimited("node %s: connection limit reached, refusing %s\n",
 					    node_name(node), l->ops->name);
+			sock_release(sock);
+			continue;
+		}
+		if (!l->ops->is_peer && knbd_listener_host_full(node, sock, &addr)) {
+			pr_warn_ratelimited("node %s: %pISc has max_conns_per_host (%u) connections, refusing another\n",
+					    node_name(node), &addr,
+					    READ_ONCE(node->max_conns_per_host));
 			sock_release(sock);
 			continue;
 		}

@@ -43,6 +43,20 @@ static int knbd_nbd_opt_reply(struct knbd_conn *conn, u32 option, u32 type,
 	return 0;
 }
 
+#define node_name(n)	config_item_name(&(n)->group.cg_item)
+#define vol_name(v)	config_item_name(&(v)->group.cg_item)
+
+/*
+ * May this client see @vol?  Called with node->lock held, under which
+ * allowed_hosts is replaced: the list cannot go away while we look.
+ */
+static bool knbd_nbd_allowed(struct knbd_conn *conn, struct knbd_volume *vol)
+{
+	return knbd_acl_match(rcu_dereference_protected(vol->acl,
+							lockdep_is_held(&conn->node->lock)),
+			      &conn->peer);
+}
+
 static int knbd_nbd_opt_list(struct knbd_conn *conn)
 {
 	struct knbd_node *node = conn->node;
@@ -51,6 +65,12 @@ static int knbd_nbd_opt_list(struct knbd_conn *conn)
 	u8 *buf;
 	int ret = 0;
 
+	if (!READ_ONCE(node->allow_list)) {
+		pr_info_ratelimited("node %s: client %pISpc: LIST refused (list is 0)\n",
+				    node_name(node), &conn->peer);
+		return knbd_nbd_opt_reply(conn, KNBD_NBD_OPT_LIST, KNBD_NBD_REP_ERR_POLICY,
+					  NULL, 0);
+	}
 	mutex_lock(&node->lock);
 	/* Each entry: reply header, name length, name, description as details. */
 	cap = node->nr_volumes * (sizeof(struct nbd_wire_opt_reply) + 4 + NAME_MAX +
@@ -67,7 +87,8 @@ static int knbd_nbd_opt_list(struct knbd_conn *conn)
 		u32 dlen = vol->description ?
 			   min_t(size_t, strlen(vol->description), KNBD_NBD_MAX_STRING) : 0;
 
-		if (!vol->enabled)
+		/* A volume this client may not use is not listed either. */
+		if (!vol->enabled || !knbd_nbd_allowed(conn, vol))
 			continue;
 		knbd_proto_encode_opt_reply((void *)(buf + used), KNBD_NBD_OPT_LIST,
 					    KNBD_NBD_REP_SERVER, 4 + nlen + dlen);
@@ -133,7 +154,8 @@ static int knbd_nbd_begin(struct knbd_conn *conn, struct knbd_volume *vol)
 
 /*
  * The volume an INFO or GO names, with what the replies need; with @attach
- * (GO) a reference the connection keeps.  NULL: unknown, or disabled.
+ * (GO) a reference the connection keeps.  NULL: unknown, or disabled;
+ * ERR_PTR(-EACCES): the client's address is not in its allowed_hosts.
  */
 static struct knbd_volume *knbd_nbd_lookup(struct knbd_conn *conn, const struct knbd_go_req *go,
 					   bool attach, struct knbd_export_info *ei,
@@ -144,9 +166,14 @@ static struct knbd_volume *knbd_nbd_lookup(struct knbd_conn *conn, const struct 
 
 	mutex_lock(&node->lock);
 	vol = knbd_volume_find(node, go->name, go->name_len);
-	if (vol && attach && !percpu_ref_tryget_live(&vol->ref))
+	if (vol && !knbd_nbd_allowed(conn, vol)) {
+		pr_info_ratelimited("node %s/%s: client %pISpc not in allowed_hosts, refused\n",
+				    node_name(node), vol_name(vol), &conn->peer);
+		vol = ERR_PTR(-EACCES);
+	} else if (vol && attach && !percpu_ref_tryget_live(&vol->ref)) {
 		vol = NULL;
-	if (vol) {
+	}
+	if (!IS_ERR_OR_NULL(vol)) {
 		*ei = vol->info;
 		/* Copies: after unlock an INFO-only session holds no reference. */
 		if (go->want_description && vol->description)
@@ -175,6 +202,8 @@ static int knbd_nbd_opt_info_go(struct knbd_conn *conn, u32 option, u32 len)
 	if (err)
 		return knbd_nbd_opt_reply(conn, option, err, NULL, 0);
 	vol = knbd_nbd_lookup(conn, &go, attach, &ei, &name, &desc);
+	if (IS_ERR(vol))
+		return knbd_nbd_opt_reply(conn, option, KNBD_NBD_REP_ERR_POLICY, NULL, 0);
 	if (!vol) {
 		pr_info_ratelimited("client %pISpc: unknown export '%.*s'\n",
 				    &conn->peer, (int)min_t(u32, go.name_len, 64), go.name);
@@ -202,7 +231,10 @@ static int knbd_nbd_opt_info_go(struct knbd_conn *conn, u32 option, u32 len)
 	return ret;
 }
 
-/* NBD_OPT_EXPORT_NAME has no error reply: an unknown name ends the session. */
+/*
+ * NBD_OPT_EXPORT_NAME has no error reply: an unknown name, or a volume the
+ * client may not use, ends the session.
+ */
 static int knbd_nbd_opt_export_name(struct knbd_conn *conn, u32 len)
 {
 	struct {
@@ -217,6 +249,8 @@ static int knbd_nbd_opt_export_name(struct knbd_conn *conn, u32 len)
 
 	if (!memchr(conn->buf, '\0', len))
 		vol = knbd_nbd_lookup(conn, &go, true, &ei, &unused, &unused);
+	if (IS_ERR(vol))
+		return PTR_ERR(vol);
 	if (!vol) {
 		pr_info_ratelimited("client %pISpc: unknown export '%.*s'\n",
 				    &conn->peer, (int)min_t(u32, len, 64), (char *)conn->buf);
