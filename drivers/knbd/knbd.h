@@ -202,6 +202,14 @@ struct knbd_seg {
 	u32 owner;
 };
 
+/* The first extent a new table gives to another member (knbd_route_diff()). */
+struct knbd_route_move {
+	u64 extent;			/* index, in the finer extent size of the two */
+	u64 offset;			/* its first byte */
+	u32 from;
+	u32 to;
+};
+
 /* What a forwarded piece carries so the owner can check our table matches. */
 struct knbd_route_id {
 	u64 epoch;
@@ -217,6 +225,10 @@ u32 knbd_route_split(const struct knbd_route *rt, u64 offset, u64 len,
 bool knbd_route_owns(const struct knbd_route *rt, u64 offset, u64 len, u32 id);
 u64 knbd_route_count(const struct knbd_route *rt, u32 id);
 int knbd_route_format(const struct knbd_route *rt, char *buf, size_t size);
+u64 knbd_route_diff(const struct knbd_route *old, const struct knbd_route *new,
+		    u32 self, struct knbd_route_move *mv);
+bool knbd_route_members_known(const struct knbd_route *rt, const u32 *ids,
+			      unsigned int nr, u32 *unknown);
 
 /* ---- server-to-server frames (proto.c): pure ---- */
 
