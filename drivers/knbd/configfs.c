@@ -304,13 +304,24 @@ static ssize_t knbd_volume_routing_show(struct config_item *item, char *page)
 	return len;
 }
 
-/* Writing a table publishes it at once (knbd_volume_set_route()). */
+/*
+ * Writing a table publishes it at once (knbd_volume_set_route()), unless
+ * it changes the owner of an extent of the enabled volume.
+ */
 static ssize_t knbd_volume_routing_store(struct config_item *item,
 					 const char *page, size_t count)
 {
-	return knbd_volume_set_route(to_knbd_volume(item), page, count) ?: count;
+	return knbd_volume_set_route(to_knbd_volume(item), page, count, false) ?: count;
 }
 CONFIGFS_ATTR(knbd_volume_, routing);
+
+/* The same, owner changes allowed: the admin takes the data loss. */
+static ssize_t knbd_volume_routing_force_store(struct config_item *item,
+					       const char *page, size_t count)
+{
+	return knbd_volume_set_route(to_knbd_volume(item), page, count, true) ?: count;
+}
+CONFIGFS_ATTR_WO(knbd_volume_, routing_force);
 
 static ssize_t knbd_volume_enable_show(struct config_item *item, char *page)
 {
@@ -374,6 +385,7 @@ static struct configfs_attribute *knbd_volume_attrs[] = {
 	&knbd_volume_attr_extent_size,
 	&knbd_volume_attr_direct_io,
 	&knbd_volume_attr_routing,
+	&knbd_volume_attr_routing_force,
 	&knbd_volume_attr_enable,
 	&knbd_volume_attr_stats,
 	NULL,
@@ -657,12 +669,28 @@ static void knbd_peer_drop(struct config_group *group, struct config_item *item)
 {
 	struct knbd_peer *peer = to_knbd_peer(item);
 	struct knbd_node *node = peer->node;
+	struct knbd_volume *vol;
+	struct knbd_route *rt;
 
 	mutex_lock(&node->state_lock);
 	mutex_lock(&node->lock);
 	list_del_rcu(&peer->node_entry);
+	/* Tables are checked against the peers when written and at enable only. */
+	list_for_each_entry(vol, &node->volumes, node_entry) {
+		rt = rcu_dereference_protected(vol->route, lockdep_is_held(&node->lock));
+		if (rt && peer->node_id && knbd_route_count(rt, peer->node_id))
+			pr_warn("%s/%s: routing epoch %llu names member %u of the removed peer %s: its extents fail until a table without it is published\n",
+				config_item_name(&node->group.cg_item),
+				config_item_name(&vol->group.cg_item), rt->epoch,
+				peer->node_id, config_item_name(item));
+	}
 	mutex_unlock(&node->lock);
-	/* No forwarder or monitor finds it any more, then nothing is on it. */
+	/*
+	 * Unlinked, then a grace period: no forwarder, monitor or load report
+	 * (all under RCU) can find it any more.  Only then stop it (which
+	 * fails what is queued on it and quiesces its work and timer), and
+	 * free it last (config_item_put() -> knbd_peer_release()).
+	 */
 	synchronize_rcu();
 	knbd_peer_stop(peer);
 	mutex_unlock(&node->state_lock);

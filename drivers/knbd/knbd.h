@@ -941,7 +941,8 @@ int knbd_peer_check_hello(const struct knbd_peer_hdr *hdr,
 void knbd_volume_init(struct knbd_volume *vol, struct knbd_node *node);
 int knbd_volume_enable(struct knbd_volume *vol);
 void knbd_volume_disable(struct knbd_volume *vol);
-int knbd_volume_set_route(struct knbd_volume *vol, const char *text, size_t len);
+int knbd_volume_set_route(struct knbd_volume *vol, const char *text, size_t len,
+			  bool force);
 struct knbd_volume *knbd_volume_find(struct knbd_node *node, const char *name, u32 len);
 struct knbd_volume *knbd_volume_get_by_id(struct knbd_node *node, u32 vid, u32 gen);
 void knbd_volume_put(struct knbd_volume *vol);
