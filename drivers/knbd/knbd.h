@@ -959,6 +959,7 @@ void knbd_node_init(struct knbd_node *node);
 int knbd_node_enable(struct knbd_node *node);
 void knbd_node_disable(struct knbd_node *node);
 void knbd_node_close_conns(struct knbd_node *node, struct knbd_volume *vol);
+void knbd_node_kick_members(struct knbd_node *node);
 
 /* monitor.c */
 int knbd_load_start(struct knbd_node *node);

@@ -160,22 +160,31 @@ err:
 /*
  * Called with state_lock but not lock held: the connections we wait for
  * may need lock to finish a handshake or a member's lookup.  Bounded: the
- * attached clients are shut down, member requests finish on their own
- * (local I/O only), whatever their connections do.
+ * attached clients are shut down, a member's WRITE still receiving its
+ * payload lets the volume go at once (knbd_pserve_tick()), member requests
+ * executing finish on their own (local I/O only), whatever their
+ * connections do.  What is left is backing I/O and forwarded pieces (which
+ * have deadlines): if that hangs, say so.
  */
 void knbd_volume_disable(struct knbd_volume *vol)
 {
 	struct knbd_node *node = vol->node;
+	unsigned int waited = 0;
 
 	lockdep_assert_held(&node->state_lock);
 	mutex_lock(&node->lock);
 	vol->enabled = false;
 	RCU_INIT_POINTER(node->vol_by_id[vol->vid], NULL);
 	mutex_unlock(&node->lock);
+	/* Dying before the kick: the member connections' io_work sees it. */
 	percpu_ref_kill(&vol->ref);
 	knbd_node_close_conns(node, vol);
-	while (!wait_for_completion_timeout(&vol->ref_done, 60 * HZ))
-		pr_warn("volume %s: disabling, still waiting for its users\n", vol_name(vol));
+	knbd_node_kick_members(node);
+	while (!wait_for_completion_timeout(&vol->ref_done, 10 * HZ)) {
+		waited += 10;
+		pr_warn("%s/%s: disabling, requests still in flight after %u s: backing I/O not completing?\n",
+			node_name(node), vol_name(vol), waited);
+	}
 	percpu_ref_exit(&vol->ref);
 	knbd_backing_close(vol);
 	pr_info("volume %s: disabled\n", vol_name(vol));
