@@ -182,7 +182,7 @@ void knbd_volume_disable(struct knbd_volume *vol)
 	knbd_node_kick_members(node);
 	while (!wait_for_completion_timeout(&vol->ref_done, 10 * HZ)) {
 		waited += 10;
-		pr_warn("%s/%s: disabling, requests still in flight after %u s: backing I/O not completing?\n",
+		pr_warn("%s/%s: disabling, requests still in flight after %u s: backing I/O (or a forwarded piece) not completing\n",
 			node_name(node), vol_name(vol), waited);
 	}
 	percpu_ref_exit(&vol->ref);
