@@ -138,6 +138,19 @@ static void route_rejects_bad_numbers(struct kunit *test)
 	KUNIT_EXPECT_NOT_NULL(test, parse_err("epoch 1; stripe 1 4294967296", 4 * MiB, 20));
 	KUNIT_EXPECT_NOT_NULL(test, parse_err("epoch 1; 0-3", 4 * MiB, 20));
 	KUNIT_EXPECT_NOT_NULL(test, parse_err("epoch 1; 0-3 1 junk", 4 * MiB, 20));
+	/* base 10 only, as every other number an admin writes */
+	KUNIT_EXPECT_NOT_NULL(test, parse_err("epoch 0x10; stripe 1", 4 * MiB, 20));
+	KUNIT_EXPECT_NOT_NULL(test, parse_err("epoch 1; stripe 0x2", 4 * MiB, 20));
+}
+
+static void route_numbers_are_decimal(struct kunit *test)
+{
+	struct knbd_route *rt = parse_ok(test, "epoch 010; 00-01 07; 2-3 010", 4 * MiB, 20);
+
+	KUNIT_EXPECT_EQ(test, rt->epoch, 10ULL);
+	KUNIT_EXPECT_EQ(test, knbd_route_owner(rt, 0), 7U);
+	KUNIT_EXPECT_EQ(test, knbd_route_owner(rt, 3 * MiB), 10U);
+	knbd_route_free(rt);
 }
 
 static void route_rejects_long_token(struct kunit *test)
@@ -355,6 +368,82 @@ static void route_format_truncates(struct kunit *test)
 	knbd_route_free(a);
 }
 
+static void route_diff_same_owners(struct kunit *test)
+{
+	struct knbd_route *a = parse_ok(test, "epoch 1; stripe 1 2 3", 8 * MiB, 20);
+	struct knbd_route *b = parse_ok(test, "epoch 2; 0 1; 1 2; 2 3; 3 1; 4 2; 5 3; 6 1; 7 2",
+					8 * MiB, 20);
+	struct knbd_route_move mv = { };
+
+	KUNIT_EXPECT_EQ(test, knbd_route_diff(a, b, 1, &mv), 0ULL);
+	KUNIT_EXPECT_EQ(test, knbd_route_diff(a, a, 1, &mv), 0ULL);
+	knbd_route_free(a);
+	knbd_route_free(b);
+}
+
+static void route_diff_first_move(struct kunit *test)
+{
+	struct knbd_route *a = parse_ok(test, "epoch 1; stripe 1 2", 8 * MiB, 20);
+	struct knbd_route *b = parse_ok(test, "epoch 2; 0-4 1; 5-7 2", 8 * MiB, 20);
+	struct knbd_route_move mv = { };
+
+	/* 1 2 1 2 1 2 1 2 -> 1 1 1 1 1 2 2 2: extents 1, 3 and 6 move */
+	KUNIT_EXPECT_EQ(test, knbd_route_diff(a, b, 1, &mv), 3ULL);
+	KUNIT_EXPECT_EQ(test, mv.extent, 1ULL);
+	KUNIT_EXPECT_EQ(test, mv.offset, MiB);
+	KUNIT_EXPECT_EQ(test, mv.from, 2U);
+	KUNIT_EXPECT_EQ(test, mv.to, 1U);
+	knbd_route_free(a);
+	knbd_route_free(b);
+}
+
+static void route_diff_no_table_is_self(struct kunit *test)
+{
+	struct knbd_route *all1 = parse_ok(test, "epoch 1; stripe 1", 4 * MiB, 20);
+	struct knbd_route *half = parse_ok(test, "epoch 1; 0-1 1; 2-3 7", 4 * MiB, 20);
+	struct knbd_route_move mv = { };
+
+	KUNIT_EXPECT_EQ(test, knbd_route_diff(NULL, all1, 1, &mv), 0ULL);
+	KUNIT_EXPECT_EQ(test, knbd_route_diff(NULL, all1, 2, &mv), 4ULL);
+	KUNIT_EXPECT_EQ(test, knbd_route_diff(NULL, half, 1, &mv), 2ULL);
+	KUNIT_EXPECT_EQ(test, mv.extent, 2ULL);
+	KUNIT_EXPECT_EQ(test, mv.from, 1U);
+	KUNIT_EXPECT_EQ(test, mv.to, 7U);
+	/* removing the table gives every extent back to this node */
+	KUNIT_EXPECT_EQ(test, knbd_route_diff(half, NULL, 1, &mv), 2ULL);
+	KUNIT_EXPECT_EQ(test, mv.from, 7U);
+	KUNIT_EXPECT_EQ(test, mv.to, 1U);
+	KUNIT_EXPECT_EQ(test, knbd_route_diff(NULL, NULL, 1, &mv), 0ULL);
+	knbd_route_free(all1);
+	knbd_route_free(half);
+}
+
+static void route_diff_finer_extents(struct kunit *test)
+{
+	struct knbd_route *a = parse_ok(test, "epoch 1; stripe 1", 4 * MiB, 21);
+	struct knbd_route *b = parse_ok(test, "epoch 2; 0-2 1; 3 2", 4 * MiB, 20);
+	struct knbd_route_move mv = { };
+
+	KUNIT_EXPECT_EQ(test, knbd_route_diff(a, b, 1, &mv), 1ULL);
+	KUNIT_EXPECT_EQ(test, mv.offset, 3 * MiB);
+	KUNIT_EXPECT_EQ(test, mv.extent, 3ULL);
+	knbd_route_free(a);
+	knbd_route_free(b);
+}
+
+static void route_members_known(struct kunit *test)
+{
+	struct knbd_route *rt = parse_ok(test, "epoch 1; stripe 3 1 2", 8 * MiB, 20);
+	const u32 all[] = { 1, 2, 3, 4 }, some[] = { 2, 1 };
+	u32 unknown = 0;
+
+	KUNIT_EXPECT_TRUE(test, knbd_route_members_known(rt, all, ARRAY_SIZE(all), &unknown));
+	KUNIT_EXPECT_FALSE(test, knbd_route_members_known(rt, some, ARRAY_SIZE(some), &unknown));
+	KUNIT_EXPECT_EQ(test, unknown, 3U);
+	KUNIT_EXPECT_FALSE(test, knbd_route_members_known(rt, all, 0, &unknown));
+	knbd_route_free(rt);
+}
+
 static struct kunit_case knbd_route_cases[] = {
 	KUNIT_CASE(route_stripe_owners),
 	KUNIT_CASE(route_semicolons_and_comments),
@@ -371,6 +460,7 @@ static struct kunit_case knbd_route_cases[] = {
 	KUNIT_CASE(route_rejects_stripe_with_ranges),
 	KUNIT_CASE(route_rejects_empty_stripe),
 	KUNIT_CASE(route_rejects_bad_numbers),
+	KUNIT_CASE(route_numbers_are_decimal),
 	KUNIT_CASE(route_rejects_long_token),
 	KUNIT_CASE(route_rejects_bad_extent_size),
 	KUNIT_CASE(route_rejects_too_many_extents),
@@ -389,6 +479,11 @@ static struct kunit_case knbd_route_cases[] = {
 	KUNIT_CASE(route_format_round_trip),
 	KUNIT_CASE(route_format_stripe),
 	KUNIT_CASE(route_format_truncates),
+	KUNIT_CASE(route_diff_same_owners),
+	KUNIT_CASE(route_diff_first_move),
+	KUNIT_CASE(route_diff_no_table_is_self),
+	KUNIT_CASE(route_diff_finer_extents),
+	KUNIT_CASE(route_members_known),
 	{}
 };
 

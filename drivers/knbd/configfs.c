@@ -31,8 +31,94 @@ static inline struct knbd_volume *to_knbd_volume(struct config_item *item)
 	return container_of(to_config_group(item), struct knbd_volume, group);
 }
 
-#define knbd_cfg_warn(item, fmt, ...) \
-	pr_warn_ratelimited("%s: " fmt, config_item_name(item), ##__VA_ARGS__)
+static const struct config_item_type knbd_volume_type;
+static const struct config_item_type knbd_peer_type;
+
+/*
+ * Where a refused value was written, for the log: "node", "node/volume"
+ * or "node/peers/peer" (volumes and peers sit two levels under their node).
+ */
+static const char *knbd_cfg_node(struct config_item *item)
+{
+	if ((item->ci_type == &knbd_volume_type || item->ci_type == &knbd_peer_type) &&
+	    item->ci_parent && item->ci_parent->ci_parent)
+		return config_item_name(item->ci_parent->ci_parent);
+	return NULL;
+}
+
+static const char *knbd_cfg_sep(struct config_item *item)
+{
+	if (!knbd_cfg_node(item))
+		return "";
+	return item->ci_type == &knbd_peer_type ? "/peers/" : "/";
+}
+
+#define knbd_cfg_warn(item, fmt, ...)						\
+	do {									\
+		struct config_item *__it = (item);				\
+										\
+		pr_warn_ratelimited("%s%s%s: " fmt, knbd_cfg_node(__it) ?: "",	\
+				    knbd_cfg_sep(__it), config_item_name(__it),	\
+				    ##__VA_ARGS__);				\
+	} while (0)
+
+/*
+ * A boolean attribute takes 0/1 (y/n, on/off) as the whole value, a
+ * trailing newline allowed: kstrtobool() alone reads only the first
+ * characters, so "nonsense" would be false and "10" true.
+ */
+static const char * const knbd_bool_true[] = { "1", "y", "Y", "on" };
+static const char * const knbd_bool_false[] = { "0", "n", "N", "off" };
+
+static int knbd_parse_bool(const char *page, bool *val)
+{
+	if (sysfs_match_string(knbd_bool_true, page) >= 0) {
+		*val = true;
+		return 0;
+	}
+	if (sysfs_match_string(knbd_bool_false, page) >= 0) {
+		*val = false;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/*
+ * A byte count in base 10 with an optional K/M/G/T suffix (powers of 2):
+ * memparse() would read "010" as 8 and "0x10" as 16.
+ */
+static int knbd_parse_size(const char *page, u64 *val)
+{
+	size_t len = strcspn(page, "\n");
+	unsigned int shift = 0;
+	char buf[24];
+	u64 v;
+
+	if (!len || len >= sizeof(buf) || (page[len] && page[len + 1]))
+		return -EINVAL;
+	memcpy(buf, page, len);
+	buf[len] = '\0';
+	switch (buf[len - 1]) {
+	case 'k': case 'K':
+		shift = 10;
+		break;
+	case 'm': case 'M':
+		shift = 20;
+		break;
+	case 'g': case 'G':
+		shift = 30;
+		break;
+	case 't': case 'T':
+		shift = 40;
+		break;
+	}
+	if (shift)
+		buf[len - 1] = '\0';
+	if (kstrtou64(buf, 10, &v) || v > (U64_MAX >> shift))
+		return -EINVAL;
+	*val = v << shift;
+	return 0;
+}
 
 /* ---- volume attributes ---- */
 
@@ -101,14 +187,11 @@ static ssize_t knbd_volume_size_store(struct config_item *item,
 				      const char *page, size_t count)
 {
 	struct knbd_volume *vol = to_knbd_volume(item);
-	char *end;
 	u64 size;
 	ssize_t ret = count;
 
-	/* memparse() accepts the K/M/G/T suffixes an admin expects. */
-	size = memparse(page, &end);
-	if (end == page || (*end && *end != '\n')) {
-		knbd_cfg_warn(item, "size: not a number\n");
+	if (knbd_parse_size(page, &size)) {
+		knbd_cfg_warn(item, "size: not a number (base 10, K/M/G/T suffix)\n");
 		return -EINVAL;
 	}
 	if (size > (u64)LLONG_MAX) {
@@ -139,7 +222,7 @@ static ssize_t knbd_volume_block_size_store(struct config_item *item,
 	ssize_t ret = count;
 	u32 bs;
 
-	if (kstrtou32(page, 0, &bs) || !is_power_of_2(bs) ||
+	if (kstrtou32(page, 10, &bs) || !is_power_of_2(bs) ||
 	    bs > KNBD_MAX_MIN_BLOCK) {
 		knbd_cfg_warn(item, "block_size must be a power of two from 1 to %u\n",
 			      KNBD_MAX_MIN_BLOCK);
@@ -169,7 +252,7 @@ static ssize_t knbd_volume_readonly_store(struct config_item *item,
 	ssize_t ret = count;
 	bool ro;
 
-	if (kstrtobool(page, &ro)) {
+	if (knbd_parse_bool(page, &ro)) {
 		knbd_cfg_warn(item, "readonly must be 0 or 1\n");
 		return -EINVAL;
 	}
@@ -269,11 +352,9 @@ static ssize_t knbd_volume_extent_size_store(struct config_item *item,
 {
 	struct knbd_volume *vol = to_knbd_volume(item);
 	ssize_t ret = count;
-	char *end;
 	u64 es;
 
-	es = memparse(page, &end);
-	if (end == page || (*end && *end != '\n') || !is_power_of_2(es) ||
+	if (knbd_parse_size(page, &es) || !is_power_of_2(es) ||
 	    es < (1ULL << KNBD_EXTENT_MIN_SHIFT) || es > (1ULL << KNBD_EXTENT_MAX_SHIFT)) {
 		knbd_cfg_warn(item, "extent_size must be a power of two from 64K to 1G\n");
 		return -EINVAL;
@@ -304,11 +385,14 @@ static ssize_t knbd_volume_routing_show(struct config_item *item, char *page)
 	return len;
 }
 
-/* Writing a table publishes it at once (knbd_volume_set_route()). */
+/*
+ * Writing a table publishes it at once (knbd_volume_set_route()), unless
+ * it changes the owner of an extent of the enabled volume.
+ */
 static ssize_t knbd_volume_routing_store(struct config_item *item,
 					 const char *page, size_t count)
 {
-	return knbd_volume_set_route(to_knbd_volume(item), page, count) ?: count;
+	return knbd_volume_set_route(to_knbd_volume(item), page, count, false) ?: count;
 }
 CONFIGFS_ATTR(knbd_volume_, routing);
 
@@ -348,6 +432,13 @@ static ssize_t knbd_volume_allowed_hosts_store(struct config_item *item,
 	return count;
 }
 CONFIGFS_ATTR(knbd_volume_, allowed_hosts);
+/* The same, owner changes allowed: the admin takes the data loss. */
+static ssize_t knbd_volume_routing_force_store(struct config_item *item,
+					       const char *page, size_t count)
+{
+	return knbd_volume_set_route(to_knbd_volume(item), page, count, true) ?: count;
+}
+CONFIGFS_ATTR_WO(knbd_volume_, routing_force);
 
 static ssize_t knbd_volume_enable_show(struct config_item *item, char *page)
 {
@@ -361,7 +452,7 @@ static ssize_t knbd_volume_enable_store(struct config_item *item,
 	bool enable;
 	int ret = 0;
 
-	if (kstrtobool(page, &enable)) {
+	if (knbd_parse_bool(page, &enable)) {
 		knbd_cfg_warn(item, "enable must be 0 or 1\n");
 		return -EINVAL;
 	}
@@ -412,6 +503,7 @@ static struct configfs_attribute *knbd_volume_attrs[] = {
 	&knbd_volume_attr_direct_io,
 	&knbd_volume_attr_routing,
 	&knbd_volume_attr_allowed_hosts,
+	&knbd_volume_attr_routing_force,
 	&knbd_volume_attr_enable,
 	&knbd_volume_attr_stats,
 	NULL,
@@ -447,7 +539,8 @@ static struct config_group *knbd_volume_make(struct config_group *group,
 	int ret;
 
 	if (strlen(name) > NAME_MAX) {
-		pr_warn_ratelimited("volume name too long\n");
+		pr_warn_ratelimited("%s: volume name longer than %d bytes\n",
+				    config_item_name(&node->group.cg_item), NAME_MAX);
 		return ERR_PTR(-EINVAL);
 	}
 	vol = kzalloc(sizeof(*vol), GFP_KERNEL);
@@ -520,8 +613,13 @@ static ssize_t knbd_peer_addr_store(struct config_item *item, const char *page,
 	char *addr;
 
 	addr = knbd_strdup_line(page, count, INET6_ADDRSTRLEN);
-	if (IS_ERR(addr))
-		return PTR_ERR(addr) == -ENOMEM ? -ENOMEM : -EINVAL;
+	if (IS_ERR(addr)) {
+		if (PTR_ERR(addr) == -ENOMEM)
+			return -ENOMEM;
+		knbd_cfg_warn(item, "addr longer than %d characters: not an IPv4 or IPv6 address\n",
+			      INET6_ADDRSTRLEN);
+		return -EINVAL;
+	}
 	ret = inet_pton_with_scope(&init_net, AF_UNSPEC, addr, NULL, &ss);
 	kfree(addr);
 	if (ret) {
@@ -553,7 +651,7 @@ static ssize_t knbd_peer_port_store(struct config_item *item, const char *page,
 	ssize_t ret = count;
 	u16 port;
 
-	if (kstrtou16(page, 0, &port) || !port) {
+	if (kstrtou16(page, 10, &port) || !port) {
 		knbd_cfg_warn(item, "port must be 1..65535\n");
 		return -EINVAL;
 	}
@@ -582,7 +680,7 @@ static ssize_t knbd_peer_node_id_store(struct config_item *item, const char *pag
 	ssize_t ret = count;
 	u32 id;
 
-	if (kstrtou32(page, 0, &id) || !id) {
+	if (kstrtou32(page, 10, &id) || !id) {
 		knbd_cfg_warn(item, "node_id must be a number > 0\n");
 		return -EINVAL;
 	}
@@ -696,12 +794,28 @@ static void knbd_peer_drop(struct config_group *group, struct config_item *item)
 {
 	struct knbd_peer *peer = to_knbd_peer(item);
 	struct knbd_node *node = peer->node;
+	struct knbd_volume *vol;
+	struct knbd_route *rt;
 
 	mutex_lock(&node->state_lock);
 	mutex_lock(&node->lock);
 	list_del_rcu(&peer->node_entry);
+	/* Tables are checked against the peers when written and at enable only. */
+	list_for_each_entry(vol, &node->volumes, node_entry) {
+		rt = rcu_dereference_protected(vol->route, lockdep_is_held(&node->lock));
+		if (rt && peer->node_id && knbd_route_count(rt, peer->node_id))
+			pr_warn("%s/%s: routing epoch %llu names member %u of the removed peer %s: its extents fail until a table without it is published\n",
+				config_item_name(&node->group.cg_item),
+				config_item_name(&vol->group.cg_item), rt->epoch,
+				peer->node_id, config_item_name(item));
+	}
 	mutex_unlock(&node->lock);
-	/* No forwarder or monitor finds it any more, then nothing is on it. */
+	/*
+	 * Unlinked, then a grace period: no forwarder, monitor or load report
+	 * (all under RCU) can find it any more.  Only then stop it (which
+	 * fails what is queued on it and quiesces its work and timer), and
+	 * free it last (config_item_put() -> knbd_peer_release()).
+	 */
 	synchronize_rcu();
 	knbd_peer_stop(peer);
 	mutex_unlock(&node->state_lock);
@@ -772,7 +886,7 @@ static ssize_t knbd_node_listen_port_store(struct config_item *item,
 	ssize_t ret = count;
 	u16 port;
 
-	if (kstrtou16(page, 0, &port) || !port) {
+	if (kstrtou16(page, 10, &port) || !port) {
 		knbd_cfg_warn(item, "listen_port must be 1..65535\n");
 		return -EINVAL;
 	}
@@ -800,7 +914,7 @@ static ssize_t knbd_node_max_connections_store(struct config_item *item,
 	ssize_t ret = count;
 	u32 max;
 
-	if (kstrtou32(page, 0, &max) || !max || max > KNBD_MAX_CONNS_LIMIT) {
+	if (kstrtou32(page, 10, &max) || !max || max > KNBD_MAX_CONNS_LIMIT) {
 		knbd_cfg_warn(item, "max_connections must be 1..%d\n",
 			      KNBD_MAX_CONNS_LIMIT);
 		return -EINVAL;
@@ -849,7 +963,7 @@ static ssize_t knbd_node_list_store(struct config_item *item, const char *page,
 {
 	bool on;
 
-	if (kstrtobool(page, &on)) {
+	if (knbd_parse_bool(page, &on)) {
 		knbd_cfg_warn(item, "list must be 0 or 1\n");
 		return -EINVAL;
 	}
@@ -869,7 +983,7 @@ static ssize_t knbd_node_queue_depth_store(struct config_item *item,
 {
 	u32 depth;
 
-	if (kstrtou32(page, 0, &depth) || !depth || depth > KNBD_MAX_QUEUE_DEPTH) {
+	if (kstrtou32(page, 10, &depth) || !depth || depth > KNBD_MAX_QUEUE_DEPTH) {
 		knbd_cfg_warn(item, "queue_depth must be 1..%u\n", KNBD_MAX_QUEUE_DEPTH);
 		return -EINVAL;
 	}
@@ -892,7 +1006,7 @@ static ssize_t knbd_node_io_timeout_store(struct config_item *item,
 {
 	u32 secs;
 
-	if (kstrtou32(page, 0, &secs) || !secs || secs > KNBD_MAX_IO_TIMEOUT) {
+	if (kstrtou32(page, 10, &secs) || !secs || secs > KNBD_MAX_IO_TIMEOUT) {
 		knbd_cfg_warn(item, "io_timeout must be 1..%u seconds\n", KNBD_MAX_IO_TIMEOUT);
 		return -EINVAL;
 	}
@@ -914,7 +1028,7 @@ static ssize_t knbd_node_peer_port_store(struct config_item *item,
 	ssize_t ret = count;
 	u16 port;
 
-	if (kstrtou16(page, 0, &port)) {
+	if (kstrtou16(page, 10, &port)) {
 		knbd_cfg_warn(item, "peer_port must be 0..65535\n");
 		return -EINVAL;
 	}
@@ -937,7 +1051,7 @@ static ssize_t knbd_node_u32_store(struct config_item *item, const char *page,
 	ssize_t ret = count;
 	u32 val;
 
-	if (kstrtou32(page, 0, &val) || !val) {
+	if (kstrtou32(page, 10, &val) || !val) {
 		knbd_cfg_warn(item, "%s must be a number > 0\n", what);
 		return -EINVAL;
 	}
@@ -1027,11 +1141,10 @@ static ssize_t knbd_node_insecure_peers_store(struct config_item *item,
 	ssize_t ret = count;
 	bool val;
 
-	if (!sysfs_streq(page, "0") && !sysfs_streq(page, "1")) {
+	if (knbd_parse_bool(page, &val)) {
 		knbd_cfg_warn(item, "insecure_peers must be 0 or 1\n");
 		return -EINVAL;
 	}
-	val = sysfs_streq(page, "1");
 	mutex_lock(&node->lock);
 	if (node->enabled) {
 		knbd_cfg_warn(item, "cannot change insecure_peers while enabled\n");
@@ -1073,7 +1186,7 @@ static ssize_t knbd_node_load_tick_ms_store(struct config_item *item,
 {
 	u32 ms;
 
-	if (kstrtou32(page, 0, &ms) || ms < KNBD_MIN_LOAD_TICK_MS ||
+	if (kstrtou32(page, 10, &ms) || ms < KNBD_MIN_LOAD_TICK_MS ||
 	    ms > KNBD_MAX_LOAD_TICK_MS) {
 		knbd_cfg_warn(item, "load_tick_ms must be %d..%d\n",
 			      KNBD_MIN_LOAD_TICK_MS, KNBD_MAX_LOAD_TICK_MS);
@@ -1169,7 +1282,7 @@ static ssize_t knbd_node_enable_store(struct config_item *item,
 	bool enable;
 	int ret = 0;
 
-	if (kstrtobool(page, &enable)) {
+	if (knbd_parse_bool(page, &enable)) {
 		knbd_cfg_warn(item, "enable must be 0 or 1\n");
 		return -EINVAL;
 	}
@@ -1202,7 +1315,7 @@ static ssize_t knbd_node_balance_store(struct config_item *item,
 {
 	bool on;
 
-	if (kstrtobool(page, &on)) {
+	if (knbd_parse_bool(page, &on)) {
 		knbd_cfg_warn(item, "balance must be 0 or 1\n");
 		return -EINVAL;
 	}
@@ -1218,7 +1331,7 @@ static ssize_t knbd_node_cm_pct_store(struct config_item *item, const char *page
 	ssize_t ret = count;
 	u32 pct;
 
-	if (kstrtou32(page, 0, &pct) || pct < 100 || pct > KNBD_CM_MAX_PCT) {
+	if (kstrtou32(page, 10, &pct) || pct < 100 || pct > KNBD_CM_MAX_PCT) {
 		knbd_cfg_warn(item, "balance_%s_pct must be 100..%d\n",
 			      threshold ? "threshold" : "clear", KNBD_CM_MAX_PCT);
 		return -EINVAL;
@@ -1267,7 +1380,7 @@ static ssize_t knbd_node_cm_ms_store(struct config_item *item, const char *page,
 {
 	u32 ms;
 
-	if (kstrtou32(page, 0, &ms) || ms > KNBD_CM_MAX_MS) {
+	if (kstrtou32(page, 10, &ms) || ms > KNBD_CM_MAX_MS) {
 		knbd_cfg_warn(item, "%s must be 0..%d\n", what, KNBD_CM_MAX_MS);
 		return -EINVAL;
 	}
@@ -1314,7 +1427,7 @@ static ssize_t knbd_node_balance_min_load_store(struct config_item *item,
 {
 	u32 v;
 
-	if (kstrtou32(page, 0, &v) || v > 100000000) {
+	if (kstrtou32(page, 10, &v) || v > 100000000) {
 		knbd_cfg_warn(item, "balance_min_load must be 0..100000000 (ops/s)\n");
 		return -EINVAL;
 	}
@@ -1331,7 +1444,7 @@ static ssize_t knbd_node_drain_store(struct config_item *item, const char *page,
 	u64 id;
 	int ret;
 
-	if (kstrtou64(page, 0, &id)) {
+	if (kstrtou64(page, 10, &id)) {
 		knbd_cfg_warn(item, "drain takes a connection id (first column of clients)\n");
 		return -EINVAL;
 	}
@@ -1526,7 +1639,7 @@ int knbd_configfs_init(void)
 
 	ret = configfs_register_subsystem(&knbd_subsys);
 	if (ret)
-		pr_err("cannot register configfs subsystem: %d\n", ret);
+		pr_err("cannot register configfs subsystem: %pe\n", ERR_PTR(ret));
 	return ret;
 }
 

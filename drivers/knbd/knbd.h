@@ -203,6 +203,14 @@ struct knbd_seg {
 	u32 owner;
 };
 
+/* The first extent a new table gives to another member (knbd_route_diff()). */
+struct knbd_route_move {
+	u64 extent;			/* index, in the finer extent size of the two */
+	u64 offset;			/* its first byte */
+	u32 from;
+	u32 to;
+};
+
 /* What a forwarded piece carries so the owner can check our table matches. */
 struct knbd_route_id {
 	u64 epoch;
@@ -218,6 +226,10 @@ u32 knbd_route_split(const struct knbd_route *rt, u64 offset, u64 len,
 bool knbd_route_owns(const struct knbd_route *rt, u64 offset, u64 len, u32 id);
 u64 knbd_route_count(const struct knbd_route *rt, u32 id);
 int knbd_route_format(const struct knbd_route *rt, char *buf, size_t size);
+u64 knbd_route_diff(const struct knbd_route *old, const struct knbd_route *new,
+		    u32 self, struct knbd_route_move *mv);
+bool knbd_route_members_known(const struct knbd_route *rt, const u32 *ids,
+			      unsigned int nr, u32 *unknown);
 
 /* ---- client access control (acl.c): pure ---- */
 
@@ -999,7 +1011,8 @@ bool knbd_auth_verify(struct knbd_node *node, bool server, u32 client_id, u32 se
 void knbd_volume_init(struct knbd_volume *vol, struct knbd_node *node);
 int knbd_volume_enable(struct knbd_volume *vol);
 void knbd_volume_disable(struct knbd_volume *vol);
-int knbd_volume_set_route(struct knbd_volume *vol, const char *text, size_t len);
+int knbd_volume_set_route(struct knbd_volume *vol, const char *text, size_t len,
+			  bool force);
 struct knbd_volume *knbd_volume_find(struct knbd_node *node, const char *name, u32 len);
 struct knbd_volume *knbd_volume_get_by_id(struct knbd_node *node, u32 vid, u32 gen);
 void knbd_volume_put(struct knbd_volume *vol);
@@ -1016,6 +1029,7 @@ void knbd_node_init(struct knbd_node *node);
 int knbd_node_enable(struct knbd_node *node);
 void knbd_node_disable(struct knbd_node *node);
 void knbd_node_close_conns(struct knbd_node *node, struct knbd_volume *vol);
+void knbd_node_kick_members(struct knbd_node *node);
 
 /* monitor.c */
 int knbd_load_start(struct knbd_node *node);

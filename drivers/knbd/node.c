@@ -75,6 +75,21 @@ void knbd_node_close_conns(struct knbd_node *node, struct knbd_volume *vol)
 }
 
 /*
+ * Run the member connections' io_work: one that is receiving a WRITE for
+ * a volume being disabled lets it go (knbd_pserve_tick()).
+ */
+void knbd_node_kick_members(struct knbd_node *node)
+{
+	struct knbd_conn *conn;
+
+	mutex_lock(&node->conns_lock);
+	list_for_each_entry(conn, &node->conns, node_entry)
+		if (conn->is_peer)
+			knbd_conn_kick(conn);
+	mutex_unlock(&node->conns_lock);
+}
+
+/*
  * Called with state_lock but not lock held; lock is only taken at the end.
  * The node stays "enabled" for configuration (frozen attributes) until the
  * last connection is gone.

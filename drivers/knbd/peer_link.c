@@ -734,6 +734,9 @@ void knbd_peer_start(struct knbd_peer *peer)
  * Stop the link and fail what is on it.  The order matters: no new
  * socket (stopping, connect_work cancelled), no timer, then io_work takes
  * the link down (unhooking the socket: no callback queues it again).
+ * An io_work that read stopping just before we set it may still queue a
+ * reconnect: connect_work is cancelled again once io_work is idle, or it
+ * would run on a peer that knbd_peer_drop() frees next.
  */
 void knbd_peer_stop(struct knbd_peer *peer)
 {
@@ -742,6 +745,7 @@ void knbd_peer_stop(struct knbd_peer *peer)
 		/* A forwarder that raced an earlier stop may have kicked us since. */
 		del_timer_sync(&peer->timer);
 		cancel_work_sync(&peer->io_work);
+		cancel_delayed_work_sync(&peer->connect_work);
 		return;
 	}
 	spin_lock_bh(&peer->lock);
@@ -753,6 +757,7 @@ void knbd_peer_stop(struct knbd_peer *peer)
 	flush_work(&peer->io_work);
 	cancel_work_sync(&peer->io_work);
 	knbd_peer_link_down(peer, "stopped");
+	cancel_delayed_work_sync(&peer->connect_work);
 	del_timer_sync(&peer->timer);
 	peer->running = false;
 }

@@ -375,6 +375,40 @@ static void knbd_pserve_queue_reply(struct knbd_req *req)
 	knbd_conn_queue_reply(req);
 }
 
+/*
+ * A WRITE whose payload is still arriving holds its volume, and a disable
+ * waits for the volume's users: a member that stalls mid-payload (or a
+ * stranger posing as one) would hold the disable, and every configuration
+ * change of the node behind it, until io_timeout.  Once the volume is
+ * being disabled the piece cannot be served anyway: let the volume go now,
+ * drop the rest of the payload and answer NO_VOLUME, as for a piece that
+ * came after the disable.  The link stays up for the other volumes' pieces;
+ * a stalled one still ends at io_timeout, without holding anything.
+ * Runs in io_work (knbd_conn_check()); knbd_volume_disable() kicks it.
+ */
+static int knbd_pserve_tick(struct knbd_conn *conn, unsigned long *next)
+{
+	struct knbd_req *req = conn->rcv_req;
+	struct knbd_volume *vol;
+
+	if (!req || !req->own_vol_ref || !percpu_ref_is_dying(&req->vol->ref))
+		return 0;
+	vol = req->vol;
+	pr_warn_ratelimited("%s/%s: member %u (%pISpc) is %u of %u bytes into a WRITE of the volume being disabled: dropping the rest, not waiting for it\n",
+			    node_name(conn->node), config_item_name(&vol->group.cg_item),
+			    conn->peer_id, &conn->peer, conn->rcv_off, req->cmd.len);
+	req->own_vol_ref = false;
+	req->vol = NULL;
+	req->status = KNBD_PEER_NO_VOLUME;
+	if (!req->error)
+		req->error = -ESHUTDOWN;
+	/* Already dropping it (no pages): rcv_left counts what is left. */
+	if (conn->rcv_state == KNBD_RCV_DATA)
+		knbd_conn_recv_discard(conn, req->cmd.len - conn->rcv_off);
+	percpu_ref_put(&vol->ref);
+	return 0;
+}
+
 static int knbd_pserve_start(struct knbd_conn *conn)
 {
 	conn->pserve.binds = kcalloc(KNBD_PEER_MAX_HANDLES, sizeof(*conn->pserve.binds),
@@ -400,5 +434,6 @@ const struct knbd_conn_ops knbd_pserve_ops = {
 	.start		= knbd_pserve_start,
 	.rcv_done	= knbd_pserve_rcv_done,
 	.queue_reply	= knbd_pserve_queue_reply,
+	.tick		= knbd_pserve_tick,
 	.release	= knbd_pserve_release,
 };

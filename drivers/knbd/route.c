@@ -5,7 +5,9 @@
  * A table is parsed from text written to configfs, identical on every
  * member, and identified by its epoch and a checksum over its content.
  * Lookup is one array index; splitting a request walks the extents it
- * touches and merges neighbours with the same owner.  Nothing here
+ * touches and merges neighbours with the same owner.  Comparing two tables
+ * (which extents change owner) and checking the members a table names
+ * back the safety rail of volume.c, which moves no data.  Nothing here
  * touches sockets or files (KUnit: kunit/route_test.c).
  *
  * Text format, one directive per line or per ';' ('#' starts a comment):
@@ -77,7 +79,7 @@ static bool knbd_next_token(const char **p, const char *end, char *tok, size_t s
 
 static int knbd_parse_u64(const char *tok, u64 *val)
 {
-	return kstrtou64(tok, 0, val);
+	return kstrtou64(tok, 10, val);	/* "epoch 010" is 10, not 8 */
 }
 
 static u32 knbd_route_compute_checksum(const struct knbd_route *rt)
@@ -380,4 +382,70 @@ int knbd_route_format(const struct knbd_route *rt, char *buf, size_t size)
 		start = i;
 	}
 	return len;
+}
+
+/* Owner of @offset by @rt; no table: every extent is @self's. */
+static u32 knbd_route_owner_or(const struct knbd_route *rt, u64 offset, u32 self)
+{
+	return rt ? knbd_route_owner(rt, offset) : self;
+}
+
+/*
+ * How many extents change owner from @old to @new; either may be NULL (no
+ * table: every extent owned by @self).  @mv gets the first that does.  The
+ * walk goes by the finer extent size of the two, over the bytes both
+ * tables cover; a volume's tables have the same shape anyway (its size and
+ * extent size are fixed while it is routed and enabled).
+ */
+u64 knbd_route_diff(const struct knbd_route *old, const struct knbd_route *new,
+		    u32 self, struct knbd_route_move *mv)
+{
+	u32 shift = KNBD_EXTENT_MAX_SHIFT;
+	u64 size = U64_MAX, off, moved = 0;
+	u32 from, to;
+
+	if (old) {
+		shift = min(shift, old->extent_shift);
+		size = min(size, old->size);
+	}
+	if (new) {
+		shift = min(shift, new->extent_shift);
+		size = min(size, new->size);
+	}
+	if (!old && !new)
+		return 0;
+	for (off = 0; off < size; off += 1ULL << shift) {
+		from = knbd_route_owner_or(old, off, self);
+		to = knbd_route_owner_or(new, off, self);
+		if (from == to)
+			continue;
+		if (!moved++) {
+			mv->offset = off;
+			mv->extent = off >> shift;
+			mv->from = from;
+			mv->to = to;
+		}
+	}
+	return moved;
+}
+
+/*
+ * Does every member @rt names appear in @ids (@nr of them)?  If not,
+ * *@unknown is the first one that does not.
+ */
+bool knbd_route_members_known(const struct knbd_route *rt, const u32 *ids,
+			      unsigned int nr, u32 *unknown)
+{
+	unsigned int i, j;
+
+	for (i = 0; i < rt->nr_members; i++) {
+		for (j = 0; j < nr; j++)
+			if (ids[j] == rt->members[i])
+				break;
+		if (j == nr) {
+			*unknown = rt->members[i];
+			return false;
+		}
+	}
+	return true;
 }

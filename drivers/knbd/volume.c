@@ -15,6 +15,7 @@
 #include "knbd.h"
 
 #define vol_name(v)	config_item_name(&(v)->group.cg_item)
+#define node_name(n)	config_item_name(&(n)->group.cg_item)
 
 static bool knbd_name_eq(struct knbd_volume *vol, const char *name, u32 len)
 {
@@ -84,6 +85,38 @@ void knbd_volume_init(struct knbd_volume *vol, struct knbd_node *node)
 	init_completion(&vol->ref_done);
 }
 
+/* This node's id and its peers' (node->lock held); returns how many. */
+static unsigned int knbd_volume_members(struct knbd_node *node, u32 *ids)
+{
+	struct knbd_peer *peer;
+	unsigned int nr = 0;
+
+	lockdep_assert_held(&node->lock);
+	ids[nr++] = node->node_id;
+	list_for_each_entry(peer, &node->peers, node_entry)
+		if (peer->node_id && nr < KNBD_MAX_MEMBERS)
+			ids[nr++] = peer->node_id;
+	return nr;
+}
+
+/*
+ * Every member @rt names must be this node or a configured peer: a piece
+ * for anyone else could only fail.  Checked when a table is written and
+ * again at enable, as a peer may have been removed or renumbered since.
+ */
+static int knbd_volume_check_members(struct knbd_volume *vol, const struct knbd_route *rt)
+{
+	struct knbd_node *node = vol->node;
+	u32 ids[KNBD_MAX_MEMBERS], unknown;
+	unsigned int nr = knbd_volume_members(node, ids);
+
+	if (knbd_route_members_known(rt, ids, nr, &unknown))
+		return 0;
+	pr_warn_ratelimited("%s/%s: routing epoch %llu names member %u, which is neither this node (%u) nor a configured peer\n",
+			    node_name(node), vol_name(vol), rt->epoch, unknown, node->node_id);
+	return -EINVAL;
+}
+
 /* Called with state_lock and lock held. */
 int knbd_volume_enable(struct knbd_volume *vol)
 {
@@ -103,6 +136,12 @@ int knbd_volume_enable(struct knbd_volume *vol)
 		ret = -EINVAL;
 		goto err;
 	}
+	/* A peer the table names may have gone since it was written. */
+	if (rt) {
+		ret = knbd_volume_check_members(vol, rt);
+		if (ret)
+			goto err;
+	}
 	ret = percpu_ref_init(&vol->ref, knbd_volume_ref_release, 0, GFP_KERNEL);
 	if (ret)
 		goto err;
@@ -121,68 +160,127 @@ err:
 /*
  * Called with state_lock but not lock held: the connections we wait for
  * may need lock to finish a handshake or a member's lookup.  Bounded: the
- * attached clients are shut down, member requests finish on their own
- * (local I/O only), whatever their connections do.
+ * attached clients are shut down, a member's WRITE still receiving its
+ * payload lets the volume go at once (knbd_pserve_tick()), member requests
+ * executing finish on their own (local I/O only), whatever their
+ * connections do.  What is left is backing I/O and forwarded pieces (which
+ * have deadlines): if that hangs, say so.
  */
 void knbd_volume_disable(struct knbd_volume *vol)
 {
 	struct knbd_node *node = vol->node;
+	unsigned int waited = 0;
 
 	lockdep_assert_held(&node->state_lock);
 	mutex_lock(&node->lock);
 	vol->enabled = false;
 	RCU_INIT_POINTER(node->vol_by_id[vol->vid], NULL);
 	mutex_unlock(&node->lock);
+	/* Dying before the kick: the member connections' io_work sees it. */
 	percpu_ref_kill(&vol->ref);
 	knbd_node_close_conns(node, vol);
-	while (!wait_for_completion_timeout(&vol->ref_done, 60 * HZ))
-		pr_warn("volume %s: disabling, still waiting for its users\n", vol_name(vol));
+	knbd_node_kick_members(node);
+	while (!wait_for_completion_timeout(&vol->ref_done, 10 * HZ)) {
+		waited += 10;
+		pr_warn("%s/%s: disabling, requests still in flight after %u s: backing I/O (or a forwarded piece) not completing\n",
+			node_name(node), vol_name(vol), waited);
+	}
 	percpu_ref_exit(&vol->ref);
 	knbd_backing_close(vol);
 	pr_info("volume %s: disabled\n", vol_name(vol));
 }
 
 /*
+ * The safety rail: knbd moves no data, so a table that gives an extent of
+ * an enabled volume to another owner changes what its clients read there.
+ * Refused unless written to routing_force.  A disabled volume has no
+ * clients to surprise; a new epoch with the same owners is harmless.
+ */
+static int knbd_volume_check_moves(struct knbd_volume *vol, const struct knbd_route *old,
+				   const struct knbd_route *rt, bool force)
+{
+	struct knbd_node *node = vol->node;
+	struct knbd_route_move mv;
+	const char *what;
+	u64 moved, epoch;
+
+	if (!vol->enabled)
+		return 0;
+	moved = knbd_route_diff(old, rt, node->node_id, &mv);
+	if (!moved)
+		return 0;
+	/* No new table: the old one is removed, every extent comes back here. */
+	what = rt ? "" : "removal, ";
+	epoch = rt ? rt->epoch : old->epoch;
+	if (!force) {
+		pr_warn_ratelimited("%s/%s: routing %sepoch %llu refused: it moves %llu extent(s) of the enabled volume, first extent %llu (offset %llu) from member %u to member %u; knbd moves no data, write the table to routing_force to publish it anyway\n",
+				    node_name(node), vol_name(vol), what, epoch, moved,
+				    mv.extent, mv.offset, mv.from, mv.to);
+		return -EBUSY;
+	}
+	pr_warn("%s/%s: routing_force: %sepoch %llu moves %llu extent(s), first extent %llu (offset %llu) from member %u to member %u, without moving their data: clients see the new owners' content\n",
+		node_name(node), vol_name(vol), what, epoch, moved, mv.extent, mv.offset,
+		mv.from, mv.to);
+	return 0;
+}
+
+/*
  * Publish a routing table (see route.c for the format) at once, also while
  * the volume serves: that is how a group moves to a new epoch.  Empty text
- * removes the table (every extent local).  Readers hold RCU only.
+ * removes the table (every extent local).  Readers hold RCU only.  @force:
+ * written to routing_force, owner changes of an enabled volume allowed.
  */
-int knbd_volume_set_route(struct knbd_volume *vol, const char *text, size_t count)
+int knbd_volume_set_route(struct knbd_volume *vol, const char *text, size_t count,
+			  bool force)
 {
 	struct knbd_node *node = vol->node;
 	struct knbd_route *rt = NULL, *old;
 	const char *why;
 	u64 size;
+	int ret;
 
 	mutex_lock(&node->lock);
 	size = vol->enabled ? vol->info.size : vol->size_cfg;
 	if (strspn(text, " \t\n") != count) {
 		if (!size) {
 			mutex_unlock(&node->lock);
-			pr_warn_ratelimited("%s: set size before routing\n", vol_name(vol));
+			pr_warn_ratelimited("%s/%s: set size before routing\n", node_name(node),
+					    vol_name(vol));
 			return -EINVAL;
 		}
 		rt = knbd_route_parse(text, count, size, vol->extent_shift, &why);
 		if (IS_ERR(rt)) {
 			mutex_unlock(&node->lock);
 			if (PTR_ERR(rt) == -EINVAL)
-				pr_warn_ratelimited("%s: routing: %s\n", vol_name(vol), why);
+				pr_warn_ratelimited("%s/%s: routing: %s\n", node_name(node),
+						    vol_name(vol), why);
+			else
+				pr_warn_ratelimited("%s/%s: routing: %pe\n", node_name(node),
+						    vol_name(vol), rt);
 			return PTR_ERR(rt);
 		}
 	}
 	old = rcu_dereference_protected(vol->route, lockdep_is_held(&node->lock));
+	ret = 0;
 	if (rt && old && rt->epoch < old->epoch) {
+		pr_warn_ratelimited("%s/%s: routing epoch %llu is older than the current %llu\n",
+				    node_name(node), vol_name(vol), rt->epoch, old->epoch);
+		ret = -EINVAL;
+	}
+	if (!ret && rt)
+		ret = knbd_volume_check_members(vol, rt);
+	if (!ret)
+		ret = knbd_volume_check_moves(vol, old, rt, force);
+	if (ret) {
 		mutex_unlock(&node->lock);
-		pr_warn_ratelimited("%s: routing epoch %llu is older than the current %llu\n",
-				    vol_name(vol), rt->epoch, old->epoch);
 		knbd_route_free(rt);
-		return -EINVAL;
+		return ret;
 	}
 	rcu_assign_pointer(vol->route, rt);
 	mutex_unlock(&node->lock);
 	if (rt)
-		pr_info("volume %s: routing epoch %llu checksum %08x, %u extents, this member (%u) owns %llu\n",
-			vol_name(vol), rt->epoch, rt->checksum, rt->nr_extents,
+		pr_info("%s/%s: routing epoch %llu checksum %08x, %u extents, this member (%u) owns %llu\n",
+			node_name(node), vol_name(vol), rt->epoch, rt->checksum, rt->nr_extents,
 			node->node_id, knbd_route_count(rt, node->node_id));
 	if (old) {
 		synchronize_rcu();

@@ -1,8 +1,9 @@
 #!/bin/bash
 # knbd's configfs interface: defaults, value checking (EINVAL with a dmesg
 # reason, ENOENT), EBUSY while enabled, size rules, enable/disable cycles,
-# disabling or removing things under connected clients, ENOTEMPTY, rmmod
-# refused while configured, reload.
+# disabling or removing things under connected clients, ENOTEMPTY, strict
+# parsing (whole booleans, base 10), disable/rmdir under a member stuck
+# mid-WRITE, the routing safety rail, rmmod refused while configured, reload.
 set -u
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
@@ -14,6 +15,7 @@ PIDS=()
 
 cleanup() {
 	kill_bg "${PIDS[@]}" 2>/dev/null
+	rl_teardown >/dev/null 2>&1
 	nbd_detach /dev/nbd0 >/dev/null 2>&1
 	nbd_detach /dev/nbd1 >/dev/null 2>&1
 	knbd_unload >/dev/null 2>&1
@@ -507,6 +509,289 @@ chk_reload() {
 	done
 }
 
+# The checks below write many values: without a fork per write (a process
+# start costs ~0.5 s in the TCG guest), and with the dmesg reasons collected
+# in REASONS and looked up once per check (reasons_logged).
+
+# cfs_w FILE VALUE: write VALUE; CFS_R = OK or the errno name
+cfs_w() {
+	local ef=$KNBD_TMP/.cfs_w out=''
+	if { printf '%s\n' "$2" >"$1"; } 2>"$ef"; then
+		CFS_R=OK
+		return 0
+	fi
+	IFS= read -r -d '' out <"$ef"
+	case $out in
+	*"Invalid argument"*) CFS_R=EINVAL ;;
+	*"Device or resource busy"*) CFS_R=EBUSY ;;
+	*) CFS_R="E?($out)" ;;
+	esac
+}
+
+# cfs_r FILE: CFS_V = its value, trailing newline stripped
+cfs_r() {
+	local x=''
+	IFS= read -r -d '' x <"$1" 2>/dev/null
+	CFS_V=${x%$'\n'}
+}
+
+# want FILE VALUE ERRNO [VALUE_AFTER]: the write gives ERRNO, then the
+# attribute reads VALUE_AFTER (default: VALUE for OK, else what it was)
+want() {
+	local f=$1 v=$2 e=$3 before
+	cfs_r "$f"
+	before=$CFS_V
+	cfs_w "$f" "$v"
+	[ "$CFS_R" = "$e" ] || { why "write '$v' > ${f#"$KNBD_CFS"/}: $CFS_R, want $e"; return 1; }
+	[ "$e" = OK ] && before=$v
+	cfs_r "$f"
+	[ "$CFS_V" = "${4-$before}" ] ||
+		{ why "after write '$v' ($e), ${f#"$KNBD_CFS"/} reads '$CFS_V', want '${4-$before}'"; return 1; }
+}
+
+# refused FILE VALUE REGEX: EINVAL, value unchanged, and (reasons_logged)
+# a "knbd: REGEX" line, which names node, node/volume or node/peers/peer
+refused() {
+	want "$1" "$2" EINVAL || return 1
+	REASONS+=("$3")
+}
+
+# reasons_logged MARK: every REASONS regex has a "knbd: " line since MARK
+reasons_logged() {
+	local text re
+	text=$(dmesg_since "$1" | grep 'knbd: ')
+	for re in "${REASONS[@]}"; do
+		[[ $text =~ knbd:\ $re ]] || { why "no 'knbd: $re' in dmesg"; return 1; }
+	done
+}
+
+# booleans take the whole value, numbers are base 10, every refusal says why
+chk_parse_strict() {
+	local n v p mark
+	ensure_base || return 1
+	n=$(knbd_node_dir c1)
+	v=$(knbd_vol_dir c1 pz)
+	mkdir "$v" || { why "mkdir pz"; return 1; }
+	REASONS=()
+	kmsg_mark_set parse
+	mark=$KMSG_MARK
+	# enabled node and volume: a bad value must neither disable nor change them
+	refused "$n/enable" nonsense 'c1: enable must be 0 or 1' || return 1
+	refused "$n/enable" 2 'c1: enable' || return 1
+	refused "$n/enable" 10 'c1: enable' || return 1
+	refused "$(knbd_vol_dir c1 v1)/enable" nonsense 'c1/v1: enable must be 0 or 1' || return 1
+	refused "$n/balance" 10 'c1: balance must be' || return 1
+	refused "$v/readonly" 10 'c1/pz: readonly must be' || return 1
+	refused "$v/readonly" yes 'c1/pz: readonly' || return 1
+	refused "$v/readonly" "" 'c1/pz: readonly' || return 1
+	want "$v/readonly" on OK 1 || return 1
+	want "$v/readonly" 0 OK || return 1
+	refused "$v/enable" nonsense 'c1/pz: enable must be' || return 1
+	# base 10 only: no hex, and a leading 0 is not octal (01000 was 512)
+	refused "$n/io_timeout" 0x10 'c1: io_timeout must be' || return 1
+	refused "$v/block_size" 01000 'c1/pz: block_size must be' || return 1
+	refused "$v/size" 0x100000 'c1/pz: size: not a number' || return 1
+	refused "$v/size" "1M junk" 'c1/pz: size' || return 1
+	refused "$v/extent_size" 0x100000 'c1/pz: extent_size must be' || return 1
+	want "$v/size" 1M OK 1048576 || return 1
+	want "$v/size" 0010 OK 10 || return 1
+	want "$v/size" 0 OK || return 1
+	# peers (the node must be disabled to add one)
+	knbd_node_disable c1 || return 1
+	want "$n/listen_port" 010 OK 10 || return 1
+	refused "$n/listen_port" 0x2a 'c1: listen_port must be' || return 1
+	want "$n/listen_port" "$PORT" OK || return 1
+	want "$n/max_connections" 010 OK 10 || return 1
+	want "$n/max_connections" 64 OK || return 1
+	p=$n/peers/pp
+	mkdir "$p" || { why "mkdir peer pp"; return 1; }
+	refused "$p/addr" 111111111111111111111111111111111111111111111111111111111111 \
+		'c1/peers/pp: addr longer than' || return 1
+	refused "$p/addr" 300.1.1.1 'c1/peers/pp: addr is not' || return 1
+	refused "$p/port" 0x10 'c1/peers/pp: port must be' || return 1
+	refused "$p/node_id" 0x10 'c1/peers/pp: node_id must be' || return 1
+	want "$p/port" 010 OK 10 || return 1
+	want "$p/node_id" 010 OK 10 || return 1
+	rmdir "$p" "$v" || { why "rmdir pp/pz"; return 1; }
+	knbd_node_enable c1 || return 1
+	probe_read v1 || { why "v1 not served after the refused writes"; return 1; }
+	reasons_logged "$mark"
+}
+
+# node rl: 127.0.0.1:10820, member port 10821, node_id 1, one peer (node 2,
+# which never answers: port 1), so the member listener runs
+RL=$KNBD_CFS/nodes/rl
+RL_KEY=00112233445566778899aabbccddeeff	# node rl's group key (the raw member proves it)
+
+# set_ok FILE VALUE: cfs_set without a fork
+set_ok() {
+	cfs_w "$1" "$2"
+	[ "$CFS_R" = OK ] || { why "write '$2' > ${1#"$KNBD_CFS"/}: $CFS_R"; return 1; }
+}
+
+rl_setup() {
+	knbd_loaded || knbd_load || return 1
+	[ -d "$RL" ] && return 0
+	KNBD_KEEP_PEER_PORT=1 knbd_node_create rl 10820 127.0.0.1 || return 1
+	set_ok "$RL/peer_port" 10821 || return 1
+	mkdir "$RL/peers/p2" || { why "mkdir peer p2"; return 1; }
+	set_ok "$RL/peers/p2/addr" 127.0.0.1 || return 1
+	set_ok "$RL/peers/p2/port" 1 || return 1
+	set_ok "$RL/peers/p2/node_id" 2 || return 1
+	set_ok "$RL/io_timeout" 60 || return 1
+	set_ok "$RL/group_key" "$RL_KEY" || return 1
+	knbd_node_enable rl || return 1
+}
+
+# rl_teardown: remove node rl whatever state a failed check left it in
+rl_teardown() {
+	local x
+	[ -d "$RL" ] || return 0
+	for x in "$RL"/volumes/*/; do
+		[ -d "$x" ] || continue
+		with_timeout 30 rmdir "$x"
+	done
+	with_timeout 30 sh -c "echo 0 > '$RL/enable'"
+	for x in "$RL"/peers/*/; do
+		[ -d "$x" ] && rmdir "$x"
+	done
+	rmdir "$RL"
+}
+
+# rl_vol VOL: an 8 MiB volume of rl, routed to this node alone, enabled
+rl_vol() {
+	local b=$KNBD_TMP/rl-$1.img d=$RL/volumes/$1
+	knbd_backing "$b" $((8 << 20)) || return 1
+	mkdir "$d" || { why "mkdir $1"; return 1; }
+	set_ok "$d/backing_path" "$b" || return 1
+	set_ok "$d/size" 8M || return 1
+	set_ok "$d/routing" "epoch 1; stripe 1" || return 1
+	set_ok "$d/enable" 1 || return 1
+}
+
+# run_stuck OUT ARGS...: the raw member in the background (STUCK_PID), ready
+run_stuck() {
+	local out=$1
+	shift
+	rm -f "$KNBD_TMP/go"
+	python3 "$KNBD_TESTS_DIR/member_stuck.py" 127.0.0.1 10821 --node-id 2 --key "$RL_KEY" \
+		--go "$KNBD_TMP/go" "$@" >"$out" 2>&1 &
+	STUCK_PID=$!
+	PIDS+=("$STUCK_PID")
+	wait_until 60 grep -qE 'STUCK|FAILED' "$out" && grep -q STUCK "$out" ||
+		{ why "raw member not stuck: $(cat "$out")"; return 1; }
+}
+
+# a member connection stuck mid-WRITE-payload does not hold a volume's
+# disable or rmdir (it used to, for io_timeout, in D state under state_lock);
+# another volume's member traffic on another connection goes on
+chk_member_stuck_disable() {
+	local out=$KNBD_TMP/stuck.txt t0 dt mark
+	rl_setup || return 1
+	rl_vol s1 || return 1
+	rl_vol s2 || return 1
+	run_stuck "$out" --stuck "s1:$RL/volumes/s1/routing" --other "s2:$RL/volumes/s2/routing" || return 1
+	grep -q B_OK1 "$out" || { why "other volume's member I/O failed before: $(cat "$out")"; return 1; }
+	kmsg_mark_set stuck-disable
+	mark=$KMSG_MARK
+	t0=$SECONDS
+	with_timeout 30 sh -c "echo 0 > '$RL/volumes/s1/enable'" || { why "disable of s1 failed or hung (30 s) under a stuck member WRITE"; return 1; }
+	dt=$((SECONDS - t0))
+	[ "$dt" -le 5 ] || { why "disable of s1 took ${dt}s under a stuck member WRITE, want <= 5"; return 1; }
+	dmesg_has_since "$mark" 'rl/s1: member 2 .* into a WRITE of the volume being disabled' ||
+		{ why "no dmesg line about the member WRITE dropped"; return 1; }
+	: >"$KNBD_TMP/go"
+	wait_until 30 grep -qE 'A_REPLY|A_CLOSED|FAILED' "$out" || { why "raw member did not finish: $(cat "$out")"; return 1; }
+	grep -q B_OK2 "$out" || { why "other volume's member I/O failed after the disable: $(cat "$out")"; return 1; }
+	grep -q 'A_REPLY status=1 ' "$out" || { why "stuck WRITE not answered NO_VOLUME on its still open link: $(cat "$out")"; return 1; }
+	wait "$STUCK_PID" 2>/dev/null
+	# the same with rmdir
+	set_ok "$RL/volumes/s1/enable" 1 || return 1
+	run_stuck "$out" --stuck "s1:$RL/volumes/s1/routing" || return 1
+	t0=$SECONDS
+	with_timeout 30 rmdir "$RL/volumes/s1" || { why "rmdir of s1 failed or hung (30 s) under a stuck member WRITE"; return 1; }
+	dt=$((SECONDS - t0))
+	[ "$dt" -le 5 ] || { why "rmdir of s1 took ${dt}s under a stuck member WRITE, want <= 5"; return 1; }
+	: >"$KNBD_TMP/go"
+	wait_until 30 grep -qE 'A_REPLY|A_CLOSED|FAILED' "$out" || { why "raw member did not finish after rmdir: $(cat "$out")"; return 1; }
+	grep -q 'A_REPLY status=1 ' "$out" || { why "stuck WRITE after rmdir: $(cat "$out")"; return 1; }
+	wait "$STUCK_PID" 2>/dev/null
+	rmdir "$RL/volumes/s2" || { why "rmdir s2"; return 1; }
+}
+
+# route ERRNO ATTR VOL TABLE [REGEX]: write TABLE to VOL's ATTR (routing
+# or routing_force); with REGEX, dmesg must explain (reasons_logged)
+route() {
+	cfs_w "$RL/volumes/$3/$2" "$4"
+	[ "$CFS_R" = "$1" ] || { why "'$4' > $3/$2: $CFS_R, want $1"; return 1; }
+	[ -z "${5:-}" ] || REASONS+=("$5")
+}
+
+# route_is VOL EPOCH [LAYOUT]: the published table
+route_is() {
+	cfs_r "$RL/volumes/$1/routing"
+	[[ $CFS_V == *$'\n'"epoch $2"$'\n'"${3:-}"* ]] || { why "$1 routing is '$CFS_V', want epoch $2 ${3:-}"; return 1; }
+}
+
+# the routing safety rail: owner changes of an enabled volume need
+# routing_force, unknown members are refused, same owners may take a new epoch
+chk_routing_rail() {
+	local d=$RL/volumes/ra b=$KNBD_TMP/rl-ra.img mark
+	rl_setup || return 1
+	knbd_backing "$b" $((8 << 20)) || return 1
+	mkdir "$d" || { why "mkdir ra"; return 1; }
+	set_ok "$d/backing_path" "$b" || return 1
+	set_ok "$d/size" 8M || return 1
+	REASONS=()
+	kmsg_mark_set rail
+	mark=$KMSG_MARK
+	# disabled: any table of known members
+	route OK routing ra "epoch 1; stripe 1 2" || return 1
+	route OK routing ra "epoch 1; stripe 2" || return 1
+	route EINVAL routing ra "epoch 2; stripe 1 3" 'rl/ra: routing epoch 2 names member 3, which is neither this node \(1\) nor a configured peer' || return 1
+	route EINVAL routing_force ra "epoch 2; 0-3 1; 4-7 9" 'rl/ra: routing epoch 2 names member 9' || return 1
+	route_is ra 1 "stripe 2" || return 1
+	route OK routing ra "epoch 1; stripe 1" || return 1
+	set_ok "$d/enable" 1 || return 1
+	# enabled: same owners with a newer epoch
+	route OK routing ra "epoch 2; 0-7 1" || return 1
+	route_is ra 2 || return 1
+	# an owner change is refused, with the first extent that moves
+	route EBUSY routing ra "epoch 3; stripe 1 2" \
+		'rl/ra: routing epoch 3 refused: it moves 4 extent\(s\) of the enabled volume, first extent 1 \(offset 1048576\) from member 1 to member 2; knbd moves no data, write the table to routing_force' || return 1
+	route EBUSY routing ra "epoch 3; 0-6 1; 7 2" 'rl/ra: routing epoch 3 refused: it moves 1 extent\(s\) of the enabled volume, first extent 7 \(offset 7340032\) from member 1 to member 2' || return 1
+	route_is ra 2 || return 1
+	# unknown members, enabled: refused through both attributes
+	route EINVAL routing ra "epoch 3; stripe 1 3" || return 1
+	route EINVAL routing_force ra "epoch 3; stripe 1 3" 'rl/ra: routing epoch 3 names member 3' || return 1
+	# routing_force publishes it, with a warning
+	route OK routing_force ra "epoch 3; stripe 1 2" 'rl/ra: routing_force: epoch 3 moves 4 extent\(s\), first extent 1 .*without moving their data' || return 1
+	route_is ra 3 "stripe 1 2" || return 1
+	# removing the table would give member 2's extents back to this node
+	route EBUSY routing ra "" 'rl/ra: routing removal, epoch 3 refused' || return 1
+	route OK routing ra "epoch 4; stripe 1 2" || return 1
+	route EINVAL routing ra "epoch 3; stripe 1 2" 'rl/ra: routing epoch 3 is older than the current 4' || return 1
+	probe_read ra 10820 || { why "ra not served"; return 1; }
+	# a peer removed later: warned about, and enable refuses the stale table
+	set_ok "$d/enable" 0 || return 1
+	knbd_node_disable rl || return 1
+	rmdir "$RL/peers/p2" || { why "rmdir peer p2"; return 1; }
+	REASONS+=('rl/ra: routing epoch 4 names member 2 of the removed peer p2')
+	want "$d/enable" 1 EINVAL || return 1
+	REASONS+=('rl/ra: routing epoch 4 names member 2, which is neither')
+	route OK routing ra "epoch 5; stripe 1" || return 1
+	set_ok "$d/enable" 1 || return 1
+	reasons_logged "$mark"
+}
+
+# node rl goes whatever happened: cfg_rmmod_in_use needs it gone
+chk_routing_rail_and_teardown() {
+	local rc=0
+	chk_routing_rail || rc=1
+	rl_teardown || { [ $rc = 1 ] || why "cannot remove node rl"; rc=1; }
+	return $rc
+}
+
 t_run cfg_load chk_load
 t_run cfg_defaults chk_defaults
 t_run cfg_node_bad_values chk_node_bad_values
@@ -522,6 +807,9 @@ t_run cfg_node_disable_closes_clients chk_node_disable_closes_clients
 t_run cfg_same_port_twice chk_same_port_twice
 t_run cfg_two_nodes_default_settings chk_two_nodes_default_settings
 t_run cfg_rmdir_notempty chk_rmdir_notempty
+t_run cfg_parse_strict chk_parse_strict
+t_run cfg_member_stuck_disable chk_member_stuck_disable
+t_run cfg_routing_rail chk_routing_rail_and_teardown
 t_run cfg_rmmod_in_use chk_rmmod_in_use
 t_run cfg_reload chk_reload
 t_done
