@@ -295,8 +295,9 @@ static bool knbd_budget_get(struct knbd_conn *conn, u32 mem, bool take, bool *fl
 	ok = *floor || ((!head || head == conn) && used + mem <= knbd_budget_max(node));
 	if (!ok) {
 		conn->budget_want = mem;
-		if (list_empty(&conn->budget_entry)) {
+		if (!conn->budget_waiting) {
 			list_add_tail(&conn->budget_entry, &node->budget_waiters);
+			conn->budget_waiting = true;
 			atomic64_inc(&node->budget_waits);
 		}
 	} else if (take) {
@@ -305,8 +306,9 @@ static bool knbd_budget_get(struct knbd_conn *conn, u32 mem, bool take, bool *fl
 			node->budget_floor += mem;
 		else if (used + mem > node->budget_peak)
 			node->budget_peak = used + mem;
-		if (!list_empty(&conn->budget_entry)) {
+		if (conn->budget_waiting) {
 			list_del_init(&conn->budget_entry);
+			conn->budget_waiting = false;
 			knbd_budget_wake(node);
 		}
 	}
@@ -329,18 +331,19 @@ static void knbd_budget_put(struct knbd_conn *conn, struct knbd_req *req)
 }
 
 /*
- * No longer waiting (admitted otherwise, draining, closing): let the next
- * one go.  Only the connection's own io_work links or unlinks its entry,
- * so it may look at it without the lock.
+ * No longer waiting (draining, closing): let the next one go.  Only the
+ * connection's own io_work links or unlinks it, so budget_waiting needs
+ * no lock to be read there.
  */
 static void knbd_budget_leave(struct knbd_conn *conn)
 {
 	struct knbd_node *node = conn->node;
 
-	if (list_empty(&conn->budget_entry))
+	if (!conn->budget_waiting)
 		return;
 	spin_lock(&node->budget_lock);
 	list_del_init(&conn->budget_entry);
+	conn->budget_waiting = false;
 	knbd_budget_wake(node);
 	spin_unlock(&node->budget_lock);
 }

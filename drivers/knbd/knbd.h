@@ -837,6 +837,7 @@ struct knbd_conn {
 	unsigned long rx_at;		/* when bytes last came: idle_timeout */
 	struct list_head budget_entry;	/* node->budget_waiters, under budget_lock */
 	u32 budget_want;		/* what it waits for there */
+	bool budget_waiting;		/* on the list: only its io_work changes it */
 
 	/* Send side. */
 	struct llist_head resp_list;	/* finished requests, any context */
