@@ -5,7 +5,8 @@
 #
 #   attack_setup            node, a 128 MiB volume (random bytes, so that fio's
 #                           writes take no new tmpfs pages), nbd-client -C 2
-#   attack_flood            fio randrw crc32c verify on /dev/nbd0 throughout;
+#   attack_flood            fio randrw crc32c verify on /dev/nbd0 throughout
+#                           (rounds of 8 MiB, each must pass);
 #                           first 40 connections that each send the header of a
 #                           32 MiB WRITE and then 1 byte/s of its payload: all
 #                           closed io_timeout after their header (not before,
@@ -80,13 +81,16 @@ chk_setup() {
 # attacker NAME ARGS...: run attack_client.py NAME in the background, then wait
 # for it (bounded); its "ok:" lines go to the log
 attacker() {
-	local name=$1 pid
+	local name=$1
+	local pid ready=$KNBD_OUT/attack-$name.ready
 	shift
-	python3 "$PY" "$name" 127.0.0.1 "$PORT" "$@" >"$KNBD_OUT/attack-$name.txt" 2>&1 &
+	rm -f "$ready"
+	python3 "$PY" "$name" 127.0.0.1 "$PORT" "$@" --ready-file "$ready" \
+		>"$KNBD_OUT/attack-$name.txt" 2>&1 &
 	pid=$!
 	PIDS+=("$pid")
-	sleep 4
-	log "    $name, 4 s in: $(grep '^budget' "$(knbd_node_dir "$N")/stats")"
+	wait_until 90 test -e "$ready" && sleep 3
+	log "    $name, 3 s in: $(grep '^budget' "$(knbd_node_dir "$N")/stats")"
 	wait_pid 90 "$pid"
 	local rc=$?
 	grep -h '^ok:' "$KNBD_OUT/attack-$name.txt" | sed 's/^/    /' >&2
@@ -94,27 +98,42 @@ attacker() {
 	return $rc
 }
 
+# fio_loop STOPFILE: fio randrw crc32c write+verify rounds on /dev/nbd0 until
+# STOPFILE exists; each round's output in fio-attack-N.txt
+fio_loop() {
+	local i=0
+	while [ ! -e "$1" ]; do
+		i=$((i + 1))
+		with_timeout 120 fio --name=atk --filename=/dev/nbd0 --rw=randrw --bs=4k \
+			--iodepth=8 --ioengine=libaio --direct=1 --size=8M --offset=$(((i % 8) * 8))M \
+			--verify=crc32c --do_verify=1 --verify_fatal=1 \
+			>"$KNBD_OUT/fio-attack-$i.txt" 2>&1 || return 1
+	done
+}
+
 chk_flood() {
-	local fio_pid t0 before after out
-	local fio_out=$KNBD_OUT/fio-attack.txt
+	local fio_pid t0 before after out f n=0 stop=$KNBD_OUT/attack-fio.stop
+	rm -f "$stop" "$KNBD_OUT"/fio-attack-*.txt
 	before=$(node_stat io_timeouts)
-	with_timeout 240 fio --name=atk --filename=/dev/nbd0 --rw=randrw --bs=4k --iodepth=8 \
-		--ioengine=libaio --direct=1 --size=32M --verify=crc32c --do_verify=1 \
-		--verify_fatal=1 --loops=8 >"$fio_out" 2>&1 &
+	fio_loop "$stop" &
 	fio_pid=$!
 	PIDS+=("$fio_pid")
 	t0=$SECONDS
 	# trickled WRITEs: pages come with the bytes, so the 40 pin little
 	attacker trickle v --conns 40 --len $((32 * MIB)) --expect-close "$IO_TIMEOUT" \
-		--mem-bound $((BUDGET_MB + 40 + 32)) || return 1
+		--mem-bound $((BUDGET_MB + 40 + 32)) || { touch "$stop"; return 1; }
 	# slow readers: their first READs (4 x 32 MiB) and max_inflight_mb more
 	attacker slowread v --conns 4 --reqs 3 --len $((32 * MIB)) --expect-close "$IO_TIMEOUT" \
-		--mem-bound $((BUDGET_MB + 4 * 32 + 64)) || return 1
+		--mem-bound $((BUDGET_MB + 4 * 32 + 64)) || { touch "$stop"; return 1; }
 	log "    after: $(grep '^budget' "$(knbd_node_dir "$N")/stats")"
-	pid_gone "$fio_pid" && log "    (fio finished before the attacks did)"
-	wait_pid 240 "$fio_pid" || { why "fio next to the attackers failed: $(grep -iE 'verify|err=|error' "$fio_out" | head -n 3)"; return 1; }
-	grep -q 'err= 0' "$fio_out" || { why "fio reported errors: $(grep 'err=' "$fio_out")"; return 1; }
-	log "    fio randrw verify next to the attackers: done in $((SECONDS - t0)) s: $(grep -E '^ +(read|write):' "$fio_out" | tr -s ' ' | tr '\n' ' ')"
+	touch "$stop"
+	pid_gone "$fio_pid" && log "    (fio stopped before the attacks did)"
+	wait_pid 150 "$fio_pid" || { why "fio next to the attackers failed: $(grep -hiE 'verify|err=|error|with_timeout' "$KNBD_OUT"/fio-attack-*.txt | head -n 3)"; return 1; }
+	for f in "$KNBD_OUT"/fio-attack-*.txt; do
+		grep -q 'err= 0' "$f" || { why "fio reported errors: $(grep 'err=' "$f")"; return 1; }
+		n=$((n + 1))
+	done
+	log "    fio randrw verify next to the attackers: $n rounds of 8 MiB, none failed, in $((SECONDS - t0)) s"
 	after=$(node_stat io_timeouts)
 	[ $((after - before)) -ge 44 ] || { why "io_timeouts counted $((after - before)), want 44"; return 1; }
 	out=$(node_stat peak)
