@@ -847,10 +847,15 @@ static ssize_t knbd_node_idle_timeout_show(struct config_item *item, char *page)
 	return sysfs_emit(page, "%u\n", READ_ONCE(to_knbd_node(item)->idle_timeout));
 }
 
-/* Seconds a client with nothing in flight may stay silent; 0: forever. */
+/*
+ * Seconds a client with nothing in flight may stay silent; 0: forever.
+ * Connections idle already arm their timer for it when kicked.
+ */
 static ssize_t knbd_node_idle_timeout_store(struct config_item *item,
 					    const char *page, size_t count)
 {
+	struct knbd_node *node = to_knbd_node(item);
+	struct knbd_conn *conn;
 	u32 secs;
 
 	if (kstrtou32(page, 0, &secs) || secs > KNBD_MAX_IDLE_TIMEOUT) {
@@ -858,7 +863,11 @@ static ssize_t knbd_node_idle_timeout_store(struct config_item *item,
 			      KNBD_MAX_IDLE_TIMEOUT);
 		return -EINVAL;
 	}
-	WRITE_ONCE(to_knbd_node(item)->idle_timeout, secs);
+	WRITE_ONCE(node->idle_timeout, secs);
+	mutex_lock(&node->conns_lock);
+	list_for_each_entry(conn, &node->conns, node_entry)
+		knbd_conn_kick(conn);
+	mutex_unlock(&node->conns_lock);
 	return count;
 }
 CONFIGFS_ATTR(knbd_node_, idle_timeout);
