@@ -1015,6 +1015,89 @@ static ssize_t knbd_node_io_timeout_store(struct config_item *item,
 }
 CONFIGFS_ATTR(knbd_node_, io_timeout);
 
+/* Seconds from accept to GO; connections accepted from now on take a change. */
+static ssize_t knbd_node_handshake_timeout_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%u\n", READ_ONCE(to_knbd_node(item)->handshake_timeout));
+}
+
+static ssize_t knbd_node_handshake_timeout_store(struct config_item *item,
+						 const char *page, size_t count)
+{
+	u32 secs;
+
+	if (kstrtou32(page, 0, &secs) || !secs || secs > KNBD_MAX_HANDSHAKE_TIMEOUT) {
+		knbd_cfg_warn(item, "handshake_timeout must be 1..%u seconds\n",
+			      KNBD_MAX_HANDSHAKE_TIMEOUT);
+		return -EINVAL;
+	}
+	WRITE_ONCE(to_knbd_node(item)->handshake_timeout, secs);
+	return count;
+}
+CONFIGFS_ATTR(knbd_node_, handshake_timeout);
+
+static ssize_t knbd_node_idle_timeout_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%u\n", READ_ONCE(to_knbd_node(item)->idle_timeout));
+}
+
+/*
+ * Seconds a client with nothing in flight may stay silent; 0: forever.
+ * Connections idle already arm their timer for it when kicked.
+ */
+static ssize_t knbd_node_idle_timeout_store(struct config_item *item,
+					    const char *page, size_t count)
+{
+	struct knbd_node *node = to_knbd_node(item);
+	struct knbd_conn *conn;
+	u32 secs;
+
+	if (kstrtou32(page, 0, &secs) || secs > KNBD_MAX_IDLE_TIMEOUT) {
+		knbd_cfg_warn(item, "idle_timeout must be 0..%u seconds\n",
+			      KNBD_MAX_IDLE_TIMEOUT);
+		return -EINVAL;
+	}
+	WRITE_ONCE(node->idle_timeout, secs);
+	mutex_lock(&node->conns_lock);
+	list_for_each_entry(conn, &node->conns, node_entry)
+		knbd_conn_kick(conn);
+	mutex_unlock(&node->conns_lock);
+	return count;
+}
+CONFIGFS_ATTR(knbd_node_, idle_timeout);
+
+static ssize_t knbd_node_max_inflight_mb_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%u\n", READ_ONCE(to_knbd_node(item)->max_inflight_mb));
+}
+
+/*
+ * MiB of request payload all connections of the node may pin beyond the
+ * one request each is always allowed; live: a lower value holds new
+ * requests back until enough have finished.
+ */
+static ssize_t knbd_node_max_inflight_mb_store(struct config_item *item,
+					       const char *page, size_t count)
+{
+	struct knbd_node *node = to_knbd_node(item);
+	u32 mb;
+
+	if (kstrtou32(page, 0, &mb) || mb < KNBD_MIN_INFLIGHT_MB || mb > KNBD_MAX_INFLIGHT_MB) {
+		knbd_cfg_warn(item, "max_inflight_mb must be %u..%u\n",
+			      KNBD_MIN_INFLIGHT_MB, KNBD_MAX_INFLIGHT_MB);
+		return -EINVAL;
+	}
+	spin_lock(&node->budget_lock);
+	WRITE_ONCE(node->max_inflight_mb, mb);
+	/* More room: the first waiter may fit now. */
+	if (!list_empty(&node->budget_waiters))
+		knbd_conn_kick(list_first_entry(&node->budget_waiters, struct knbd_conn,
+						budget_entry));
+	spin_unlock(&node->budget_lock);
+	return count;
+}
+CONFIGFS_ATTR(knbd_node_, max_inflight_mb);
+
 static ssize_t knbd_node_peer_port_show(struct config_item *item, char *page)
 {
 	return sysfs_emit(page, "%u\n", to_knbd_node(item)->peer_port);
@@ -1238,6 +1321,16 @@ static ssize_t knbd_node_stats_show(struct config_item *item, char *page)
 			     atomic64_read(&node->cm_moves), atomic64_read(&node->cm_drains),
 			     atomic64_read(&node->cm_skipped), atomic64_read(&node->cm_deferred),
 			     atomic64_read(&node->drain_dropped));
+	spin_lock(&node->budget_lock);
+	len += sysfs_emit_at(page, len,
+			     "budget max_mb %u used %llu floor %llu peak %llu waiting %zu waits %lld handshake_timeouts %lld idle_closes %lld\n",
+			     READ_ONCE(node->max_inflight_mb),
+			     node->budget_used - node->budget_floor, node->budget_floor,
+			     node->budget_peak, list_count_nodes(&node->budget_waiters),
+			     atomic64_read(&node->budget_waits),
+			     atomic64_read(&node->hs_timeouts),
+			     atomic64_read(&node->idle_closes));
+	spin_unlock(&node->budget_lock);
 	rcu_read_lock();
 	list_for_each_entry_rcu(peer, &node->peers, node_entry) {
 		unsigned long at = READ_ONCE(peer->remote_at);
@@ -1502,6 +1595,9 @@ static struct configfs_attribute *knbd_node_attrs[] = {
 	&knbd_node_attr_list,
 	&knbd_node_attr_queue_depth,
 	&knbd_node_attr_io_timeout,
+	&knbd_node_attr_handshake_timeout,
+	&knbd_node_attr_idle_timeout,
+	&knbd_node_attr_max_inflight_mb,
 	&knbd_node_attr_peer_port,
 	&knbd_node_attr_node_id,
 	&knbd_node_attr_group_id,
@@ -1580,6 +1676,10 @@ static struct config_group *knbd_node_make(struct config_group *group,
 	node->group_id = 1;
 	node->queue_depth = KNBD_DEFAULT_QUEUE_DEPTH;
 	node->io_timeout = KNBD_DEFAULT_IO_TIMEOUT;
+	node->handshake_timeout = KNBD_DEFAULT_HANDSHAKE_TIMEOUT;
+	node->max_inflight_mb = KNBD_DEFAULT_MAX_INFLIGHT_MB;
+	spin_lock_init(&node->budget_lock);
+	INIT_LIST_HEAD(&node->budget_waiters);
 	ida_init(&node->vol_ida);
 	knbd_node_init(node);
 

@@ -10,19 +10,24 @@
  * buffer, a WRITE payload straight into the pages that go to the backing
  * store, a refused payload to drop) and hands each complete piece up.
  * Requests come from a pool preallocated when transmission starts; when
- * the pool or the byte budget is used up, the connection stops reading its
- * socket and TCP flow control pushes back on the client.  Finished
+ * the pool, the connection's byte budget or the node's (max_inflight_mb)
+ * is used up, the connection stops reading its socket and TCP flow control
+ * pushes back on the client.  Finished
  * requests come back on a lock-free list from whatever context finished
  * them; io_work sends their replies in batches (MSG_MORE), READ data from
- * the request's pages without a copy.  A timer watches the deadlines: the
- * handshake, a request the client stops sending halfway, replies the
- * client stops reading (io_timeout).
+ * the request's pages without a copy.  A timer watches the deadlines, all
+ * counted from a fixed point, never pushed back by a trickle of bytes: the
+ * handshake (handshake_timeout from accept), a request whose rest does not
+ * come within io_timeout of its first byte, a reply not taken within
+ * io_timeout of reaching the head of the queue, an idle connection.
  *
  * Teardown: knbd_conn_close() (io_work only) shuts the socket down and
  * kills the reference of the requests in flight; release_work waits for
  * them, then frees everything.  Anyone else asks with knbd_conn_shutdown().
  */
 #define pr_fmt(fmt) "knbd: " fmt
+
+#define node_name(n)	config_item_name(&(n)->group.cg_item)
 
 #include <linux/mm.h>
 #include <linux/slab.h>
@@ -109,8 +114,8 @@ void knbd_conn_note_timer(struct knbd_conn *conn, unsigned long at)
 
 /* ---- receive side ---- */
 
-/* The next read: @len bytes into @buf; a new message begins. */
-void knbd_conn_recv_into(struct knbd_conn *conn, void *buf, u32 len)
+/* The next read continues the message (a frame's body): @len bytes into @buf. */
+void knbd_conn_recv_more(struct knbd_conn *conn, void *buf, u32 len)
 {
 	conn->rcv_state = KNBD_RCV_BUF;
 	conn->rcv_buf = buf;
@@ -118,29 +123,49 @@ void knbd_conn_recv_into(struct knbd_conn *conn, void *buf, u32 len)
 	conn->rcv_off = 0;
 }
 
-/* The next read continues the message: @len bytes to drop. */
+/* The next read: @len bytes into @buf; a new message begins. */
+void knbd_conn_recv_into(struct knbd_conn *conn, void *buf, u32 len)
+{
+	knbd_conn_recv_more(conn, buf, len);
+	conn->rcv_msg = false;
+}
+
+/*
+ * The next reads continue the message, which keeps its deadline: @len
+ * bytes to drop, or @req's WRITE payload.
+ */
 void knbd_conn_recv_discard(struct knbd_conn *conn, u32 len)
 {
 	conn->rcv_state = KNBD_RCV_DISCARD;
 	conn->rcv_left = len;
-	conn->rcv_at = jiffies;
 }
 
-/* The next read continues the message: @req's WRITE payload. */
 void knbd_conn_recv_data(struct knbd_conn *conn, struct knbd_req *req)
 {
 	conn->rcv_state = KNBD_RCV_DATA;
 	conn->rcv_req = req;
 	conn->rcv_off = 0;
-	conn->rcv_at = jiffies;
 }
 
-/* Inside a message: the client owes us the rest within io_timeout. */
+/* Bytes came: the first of a message starts its clock. */
+static void knbd_conn_got_bytes(struct knbd_conn *conn)
+{
+	conn->rx_at = jiffies;
+	if (!conn->rcv_msg) {
+		conn->rcv_msg = true;
+		conn->rcv_at = conn->rx_at;
+	}
+}
+
+/*
+ * Inside a message: the client owes us all of it within io_timeout of its
+ * first byte (or of its admission, when its header waited for room).
+ */
 static bool knbd_conn_mid_message(struct knbd_conn *conn)
 {
 	switch (conn->rcv_state) {
 	case KNBD_RCV_BUF:
-		return conn->rcv_off;
+		return conn->rcv_msg;
 	case KNBD_RCV_DATA:
 	case KNBD_RCV_DISCARD:
 		return true;
@@ -158,7 +183,7 @@ static int knbd_conn_recv_buf(struct knbd_conn *conn)
 	if (ret < 0)
 		return ret;
 	conn->rcv_off += ret;
-	conn->rcv_at = jiffies;
+	knbd_conn_got_bytes(conn);
 	if (conn->rcv_off < conn->rcv_len)
 		return 0;
 	return conn->transport->rcv_done(conn);
@@ -173,7 +198,7 @@ static int knbd_conn_recv_drop(struct knbd_conn *conn)
 	if (ret < 0)
 		return ret;
 	conn->rcv_left -= ret;
-	conn->rcv_at = jiffies;
+	knbd_conn_got_bytes(conn);
 	if (conn->rcv_left)
 		return 0;
 	return conn->transport->rcv_done(conn);
@@ -211,7 +236,7 @@ static int knbd_conn_recv_payload(struct knbd_conn *conn)
 	if (ret < 0)
 		return ret;
 	conn->rcv_off += ret;
-	conn->rcv_at = jiffies;
+	knbd_conn_got_bytes(conn);
 	if (conn->rcv_off < len)
 		return 0;
 	return conn->transport->rcv_done(conn);
@@ -224,6 +249,105 @@ static bool knbd_conn_room(struct knbd_conn *conn, u32 mem)
 	return !conn->inflight || conn->inflight_bytes + mem <= conn->max_bytes;
 }
 
+/* ---- the node's payload budget ---- */
+
+static u64 knbd_budget_max(struct knbd_node *node)
+{
+	return (u64)READ_ONCE(node->max_inflight_mb) << 20;
+}
+
+/* The first waiter goes on if what it waits for fits now. */
+static void knbd_budget_wake(struct knbd_node *node)
+{
+	struct knbd_conn *head;
+
+	lockdep_assert_held(&node->budget_lock);
+	head = list_first_entry_or_null(&node->budget_waiters, struct knbd_conn,
+					budget_entry);
+	if (head && node->budget_used - node->budget_floor + head->budget_want <=
+		    knbd_budget_max(node))
+		knbd_conn_kick(head);
+}
+
+/*
+ * Admit @mem payload bytes in the node's budget (@take), or only look
+ * whether they would fit.  A connection with nothing in flight is always
+ * admitted, outside the budget (*floor): no connection starves, and two
+ * members serving each other never wait on each other's budgets.  Others
+ * take it in turn: while connections wait, only the first may take, so a
+ * large request is not passed forever by smaller ones.  One that does not
+ * fit queues itself; knbd_budget_put() kicks it when there is room.
+ */
+static bool knbd_budget_get(struct knbd_conn *conn, u32 mem, bool take, bool *floor)
+{
+	struct knbd_node *node = conn->node;
+	struct knbd_conn *head;
+	u64 used;
+	bool ok;
+
+	*floor = mem && !conn->inflight;
+	if (!mem)
+		return true;
+	spin_lock(&node->budget_lock);
+	head = list_first_entry_or_null(&node->budget_waiters, struct knbd_conn,
+					budget_entry);
+	used = node->budget_used - node->budget_floor;
+	ok = *floor || ((!head || head == conn) && used + mem <= knbd_budget_max(node));
+	if (!ok) {
+		conn->budget_want = mem;
+		if (!conn->budget_waiting) {
+			list_add_tail(&conn->budget_entry, &node->budget_waiters);
+			conn->budget_waiting = true;
+			atomic64_inc(&node->budget_waits);
+		}
+	} else if (take) {
+		node->budget_used += mem;
+		if (*floor)
+			node->budget_floor += mem;
+		else if (used + mem > node->budget_peak)
+			node->budget_peak = used + mem;
+		if (conn->budget_waiting) {
+			list_del_init(&conn->budget_entry);
+			conn->budget_waiting = false;
+			knbd_budget_wake(node);
+		}
+	}
+	spin_unlock(&node->budget_lock);
+	return ok;
+}
+
+static void knbd_budget_put(struct knbd_conn *conn, struct knbd_req *req)
+{
+	struct knbd_node *node = conn->node;
+
+	if (!req->mem)
+		return;
+	spin_lock(&node->budget_lock);
+	node->budget_used -= req->mem;
+	if (req->mem_floor)
+		node->budget_floor -= req->mem;
+	knbd_budget_wake(node);
+	spin_unlock(&node->budget_lock);
+}
+
+/*
+ * No longer waiting (draining, closing): let the next one go.  Only the
+ * connection's own io_work links or unlinks it, so budget_waiting needs
+ * no lock to be read there.
+ */
+static void knbd_budget_leave(struct knbd_conn *conn)
+{
+	struct knbd_node *node = conn->node;
+
+	if (!conn->budget_waiting)
+		return;
+	spin_lock(&node->budget_lock);
+	list_del_init(&conn->budget_entry);
+	conn->budget_waiting = false;
+	knbd_budget_wake(node);
+	spin_unlock(&node->budget_lock);
+}
+
 /*
  * Returns > 0 if it made progress and may make more, 0 if it has to wait
  * (nothing to read, no room), < 0 if the connection must close.
@@ -231,6 +355,7 @@ static bool knbd_conn_room(struct knbd_conn *conn, u32 mem)
 static int knbd_conn_try_recv(struct knbd_conn *conn, int budget, int *ops)
 {
 	int ret, progress = 0;
+	bool floor;
 
 	/* A handshake reads its next option once its replies are out. */
 	if (conn->state == KNBD_CONN_HANDSHAKE && !list_empty(&conn->ctl_list))
@@ -247,8 +372,11 @@ static int knbd_conn_try_recv(struct knbd_conn *conn, int budget, int *ops)
 			ret = knbd_conn_recv_drop(conn);
 			break;
 		case KNBD_RCV_ROOM:
-			if (!knbd_conn_room(conn, conn->rcv_room))
+			if (!knbd_conn_room(conn, conn->rcv_room) ||
+			    !knbd_budget_get(conn, conn->rcv_room, false, &floor))
 				return progress;
+			/* The wait was ours: the client's clock starts now. */
+			conn->rcv_at = jiffies;
 			ret = conn->transport->rcv_done(conn);
 			break;
 		default:
@@ -308,8 +436,9 @@ struct knbd_req *knbd_conn_req_get(struct knbd_conn *conn, const struct knbd_cmd
 				   u32 mem)
 {
 	struct knbd_req *req;
+	bool floor;
 
-	if (!knbd_conn_room(conn, mem)) {
+	if (!knbd_conn_room(conn, mem) || !knbd_budget_get(conn, mem, true, &floor)) {
 		conn->rcv_state = KNBD_RCV_ROOM;
 		conn->rcv_room = mem;
 		return NULL;
@@ -319,6 +448,7 @@ struct knbd_req *knbd_conn_req_get(struct knbd_conn *conn, const struct knbd_cmd
 	req->vol = NULL;
 	req->cmd = *cmd;
 	req->mem = mem;
+	req->mem_floor = floor;
 	req->start_ns = ktime_get_ns();
 	req->error = 0;
 	req->nbd_err = 0;
@@ -403,6 +533,7 @@ static void knbd_conn_req_put(struct knbd_conn *conn, struct knbd_req *req)
 	req->bvec = req->inline_bvec;
 	conn->inflight--;
 	conn->inflight_bytes -= req->mem;
+	knbd_budget_put(conn, req);
 	list_add(&req->entry, &conn->free_list);
 }
 
@@ -507,12 +638,13 @@ static int knbd_conn_send_ctls(struct knbd_conn *conn)
 		if (ret < 0)
 			return ret == -EAGAIN ? progress : ret;
 		ctl->off += ret;
-		conn->snd_at = jiffies;
 		progress = 1;
 		if (ctl->off < ctl->len)
 			return 0;
 		list_del(&ctl->entry);
 		kvfree(ctl);
+		/* The next one is first now: its io_timeout starts. */
+		conn->snd_at = jiffies;
 	}
 	return progress;
 }
@@ -535,7 +667,6 @@ static int knbd_conn_send_req(struct knbd_conn *conn, struct knbd_req *req, bool
 		if (ret < 0)
 			return ret;
 		conn->snd_off += ret;
-		conn->snd_at = jiffies;
 	}
 	return 0;
 }
@@ -573,6 +704,8 @@ static int knbd_conn_try_send(struct knbd_conn *conn, int budget, int *ops)
 		conn->snd_req = NULL;
 		conn->nr_ready--;
 		knbd_conn_req_put(conn, req);
+		/* The next reply is first now: its io_timeout starts. */
+		conn->snd_at = jiffies;
 		progress = 1;
 		(*ops)++;
 	}
@@ -581,10 +714,37 @@ static int knbd_conn_try_send(struct knbd_conn *conn, int budget, int *ops)
 
 /* ---- deadlines ---- */
 
+/* Keep the earliest of the deadlines seen so far in *next. */
+static void knbd_conn_arm(unsigned long at, unsigned long *next, bool *armed)
+{
+	if (!*armed || time_before(at, *next))
+		*next = at;
+	*armed = true;
+}
+
+/*
+ * Waiting for the next message, nothing owed either way: a client with
+ * nothing in flight, or a member link, whatever it has in flight (it
+ * sends LOAD frames all the time, and the budget never holds it for long).
+ */
+static unsigned long knbd_conn_idle_limit(struct knbd_conn *conn)
+{
+	if (conn->state != KNBD_CONN_TRANSMISSION || conn->rcv_state != KNBD_RCV_BUF ||
+	    conn->rcv_msg)
+		return 0;
+	if (conn->is_peer)
+		return KNBD_PEER_IDLE_TIMEOUT;
+	if (conn->inflight || knbd_conn_sending(conn))
+		return 0;
+	return READ_ONCE(conn->node->idle_timeout) * HZ;
+}
+
 static int knbd_conn_check(struct knbd_conn *conn)
 {
+	struct knbd_node *node = conn->node;
 	unsigned long now = jiffies, next = now + MAX_JIFFY_OFFSET;
-	unsigned long timeout = READ_ONCE(conn->node->io_timeout) * HZ;
+	unsigned long timeout = READ_ONCE(node->io_timeout) * HZ;
+	unsigned long idle;
 	bool armed = false;
 	int ret;
 
@@ -592,37 +752,49 @@ static int knbd_conn_check(struct knbd_conn *conn)
 		return -ESHUTDOWN;
 	if (conn->eof && !conn->inflight && !knbd_conn_sending(conn))
 		return -ENODATA;
+	/* Admitted, or no longer reading: the next waiter may go. */
+	if (conn->rcv_state != KNBD_RCV_ROOM)
+		knbd_budget_leave(conn);
 	if (conn->state == KNBD_CONN_HANDSHAKE) {
 		if (time_after_eq(now, conn->hs_deadline)) {
-			pr_warn_ratelimited("client %pISpc: handshake not done after %d s, closing\n",
-					    &conn->peer, KNBD_HANDSHAKE_TIMEOUT / HZ);
+			atomic64_inc(&node->hs_timeouts);
+			pr_warn_ratelimited("node %s: %s %pISpc: handshake not done after %u s, closing\n",
+					    node_name(node), conn->transport->name, &conn->peer,
+					    READ_ONCE(node->handshake_timeout));
 			return -ETIMEDOUT;
 		}
-		next = conn->hs_deadline;
-		armed = true;
+		knbd_conn_arm(conn->hs_deadline, &next, &armed);
 	}
 	if (knbd_conn_mid_message(conn)) {
 		if (time_after_eq(now, conn->rcv_at + timeout)) {
-			atomic64_inc(&conn->node->timeouts);
-			pr_warn_ratelimited("%s %pISpc: nothing more of a request for %lu s, closing\n",
-					    conn->transport->name, &conn->peer, timeout / HZ);
-			return -ETIMEDOUT;
-		}
-		if (!armed || time_before(conn->rcv_at + timeout, next))
-			next = conn->rcv_at + timeout;
-		armed = true;
-	}
-	if (knbd_conn_sending(conn)) {
-		if (time_after_eq(now, conn->snd_at + timeout)) {
-			atomic64_inc(&conn->node->timeouts);
-			pr_warn_ratelimited("%s %pISpc: does not read its replies (%u waiting, none taken for %lu s), closing\n",
-					    conn->transport->name, &conn->peer, conn->nr_ready,
+			atomic64_inc(&node->timeouts);
+			pr_warn_ratelimited("node %s: %s %pISpc: a request not all sent %lu s after it began, closing\n",
+					    node_name(node), conn->transport->name, &conn->peer,
 					    timeout / HZ);
 			return -ETIMEDOUT;
 		}
-		if (!armed || time_before(conn->snd_at + timeout, next))
-			next = conn->snd_at + timeout;
-		armed = true;
+		knbd_conn_arm(conn->rcv_at + timeout, &next, &armed);
+	}
+	if (knbd_conn_sending(conn)) {
+		if (time_after_eq(now, conn->snd_at + timeout)) {
+			atomic64_inc(&node->timeouts);
+			pr_warn_ratelimited("node %s: %s %pISpc: does not read its replies (%u waiting, the first for %lu s), closing\n",
+					    node_name(node), conn->transport->name, &conn->peer,
+					    conn->nr_ready, timeout / HZ);
+			return -ETIMEDOUT;
+		}
+		knbd_conn_arm(conn->snd_at + timeout, &next, &armed);
+	}
+	idle = knbd_conn_idle_limit(conn);
+	if (idle) {
+		if (time_after_eq(now, conn->rx_at + idle)) {
+			atomic64_inc(&node->idle_closes);
+			pr_info_ratelimited("node %s: %s %pISpc: idle for %lu s, closing\n",
+					    node_name(node), conn->transport->name, &conn->peer,
+					    idle / HZ);
+			return -ETIMEDOUT;
+		}
+		knbd_conn_arm(conn->rx_at + idle, &next, &armed);
 	}
 	if (conn->transport->tick) {
 		unsigned long at = now + MAX_JIFFY_OFFSET;
@@ -630,10 +802,8 @@ static int knbd_conn_check(struct knbd_conn *conn)
 		ret = conn->transport->tick(conn, &at);
 		if (ret)
 			return ret;
-		if (at != now + MAX_JIFFY_OFFSET && (!armed || time_before(at, next))) {
-			next = at;
-			armed = true;
-		}
+		if (at != now + MAX_JIFFY_OFFSET)
+			knbd_conn_arm(at, &next, &armed);
 	}
 	if (armed)
 		knbd_conn_note_timer(conn, next);
@@ -648,8 +818,15 @@ static void knbd_conn_close(struct knbd_conn *conn, int err)
 	if (conn->state == KNBD_CONN_CLOSING)
 		return;
 	WRITE_ONCE(conn->state, KNBD_CONN_CLOSING);
+	knbd_budget_leave(conn);
 	pr_debug("%s %pISpc (connection %llu): closing: %d\n", conn->transport->name,
 		 &conn->peer, conn->id, err);
+	/*
+	 * Out of time: a reset, not a FIN queued behind replies a client that
+	 * does not read would never take, while the socket kept their pages.
+	 */
+	if (err == -ETIMEDOUT)
+		knbd_sock_reset(conn->sock);
 	kernel_sock_shutdown(conn->sock, SHUT_RDWR);
 	percpu_ref_kill(&conn->ref);
 	queue_work(knbd_wq, &conn->release_work);
@@ -794,7 +971,8 @@ int knbd_conn_create(struct knbd_node *node, const struct knbd_conn_ops *ops,
 	conn->node = node;
 	conn->sock = sock;
 	conn->is_peer = ops->is_peer;
-	conn->hs_deadline = jiffies + KNBD_HANDSHAKE_TIMEOUT;
+	conn->hs_deadline = jiffies + READ_ONCE(node->handshake_timeout) * HZ;
+	conn->rx_at = jiffies;
 	conn->cpu = knbd_io_cpu();
 	INIT_WORK(&conn->io_work, knbd_conn_io_work);
 	INIT_WORK(&conn->release_work, knbd_conn_release_work);
@@ -803,10 +981,12 @@ int knbd_conn_create(struct knbd_node *node, const struct knbd_conn_ops *ops,
 	INIT_LIST_HEAD(&conn->send_list);
 	INIT_LIST_HEAD(&conn->ctl_list);
 	INIT_LIST_HEAD(&conn->free_list);
+	INIT_LIST_HEAD(&conn->budget_entry);
 	if (kernel_getpeername(sock, (struct sockaddr *)&conn->peer) < 0)
 		conn->peer.ss_family = AF_UNSPEC;
 	/* Replies are batched with MSG_MORE already: Nagle would only add delay. */
 	tcp_sock_set_nodelay(sock->sk);
+	knbd_sock_keepalive(sock);
 
 	ret = ops->start(conn);
 	if (ret)

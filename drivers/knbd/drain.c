@@ -55,6 +55,7 @@ static bool knbd_drain_replies_ready(struct knbd_conn *conn)
 static void knbd_drain_read_again(struct knbd_conn *conn)
 {
 	conn->replies_held = false;
+	conn->snd_at = jiffies;
 	conn->nbd.drain = KNBD_DRAIN_READING;
 	knbd_nbd_next_request(conn);
 	knbd_conn_kick(conn);
@@ -188,6 +189,7 @@ int knbd_drain_tick(struct knbd_conn *conn, unsigned long *next)
 			knbd_sock_cork(conn->sock, true);
 			n->corked = true;
 			conn->replies_held = false;
+			conn->snd_at = jiffies;
 			n->drain = KNBD_DRAIN_SENDING;
 			knbd_conn_kick(conn);
 			return 0;

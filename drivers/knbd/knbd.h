@@ -69,6 +69,18 @@
 #define KNBD_PEER_MAX_BYTES		SZ_128M
 
 /*
+ * The node's payload budget (max_inflight_mb), shared by all its
+ * connections: a connection with nothing in flight is always admitted one
+ * request, outside the budget, so that no connection is starved by the
+ * others and members never wait on each other's budgets in a circle; any
+ * further request waits (KNBD_RCV_ROOM, in turn) until the budget has room.
+ * The minimum holds the largest request.
+ */
+#define KNBD_DEFAULT_MAX_INFLIGHT_MB	1024U
+#define KNBD_MIN_INFLIGHT_MB		(KNBD_MAX_REQ_BYTES >> 20)
+#define KNBD_MAX_INFLIGHT_MB		1048576U	/* 1 TiB */
+
+/*
  * io_work budgets, as nvmet-tcp: so many receives and sends per round,
  * so many rounds before the work yields and requeues itself.
  */
@@ -82,7 +94,9 @@
 #define KNBD_OPT_MAX_PARSE		(KNBD_NBD_MAX_STRING + 4 + 2 + 2 * 64)
 #define KNBD_OPT_MAX_DRAIN		SZ_1M
 #define KNBD_MAX_OPTIONS		256
-#define KNBD_HANDSHAKE_TIMEOUT		(60 * HZ)	/* greeting to GO, in all */
+/* Seconds from accept to GO (or a member's HELLO), in all: handshake_timeout. */
+#define KNBD_DEFAULT_HANDSHAKE_TIMEOUT	60
+#define KNBD_MAX_HANDSHAKE_TIMEOUT	3600
 
 /*
  * A connection that makes no progress for io_timeout seconds while it owes
@@ -91,6 +105,21 @@
  */
 #define KNBD_DEFAULT_IO_TIMEOUT		30
 #define KNBD_MAX_IO_TIMEOUT		3600
+
+/*
+ * idle_timeout: a client connection with nothing in flight that sent
+ * nothing this long is closed; 0 (the default) never: nbd.ko keeps idle
+ * connections for hours.  A member link carries a LOAD frame every load
+ * tick of its sender (load_tick_ms, at most KNBD_MAX_LOAD_TICK_MS), so
+ * one silent for three of the longest ticks is dead.
+ */
+#define KNBD_MAX_IDLE_TIMEOUT		(7 * 24 * 3600)
+#define KNBD_PEER_IDLE_TIMEOUT		msecs_to_jiffies(3 * KNBD_MAX_LOAD_TICK_MS)
+
+/* TCP keepalive on every connection: a peer that vanished goes in ~2 min. */
+#define KNBD_KEEPALIVE_IDLE		60
+#define KNBD_KEEPALIVE_INTVL		10
+#define KNBD_KEEPALIVE_CNT		6
 
 /* A draining connection serves what is queued for at most this long ... */
 #define KNBD_DRAIN_READ_TIME		(2 * HZ)
@@ -438,6 +467,9 @@ struct knbd_node {
 	u32 max_conns;
 	u32 queue_depth;		/* requests in flight per client connection */
 	u32 io_timeout;			/* seconds; see KNBD_DEFAULT_IO_TIMEOUT */
+	u32 handshake_timeout;		/* seconds, accept to GO */
+	u32 idle_timeout;		/* seconds, 0: off; clients only */
+	u32 max_inflight_mb;		/* payload budget of all connections */
 	u32 node_id;
 	u32 group_id;
 	u32 max_conns_per_host;		/* client connections per source address; 0: any */
@@ -486,6 +518,20 @@ struct knbd_node {
 	atomic64_t cm_deferred;		/* another member was moving already */
 	atomic64_t drain_dropped;	/* requests unread when a drain closed */
 	atomic64_t timeouts;		/* connections closed by io_timeout */
+	atomic64_t hs_timeouts;		/* ... by handshake_timeout */
+	atomic64_t idle_closes;		/* ... by idle_timeout, dead member links */
+
+	/*
+	 * Payload budget (conn.c): bytes admitted, those admitted outside it
+	 * (a connection's first request), and connections waiting for room,
+	 * in turn.  Innermost lock: taken in io_work, never held to wait.
+	 */
+	spinlock_t budget_lock;
+	u64 budget_used;
+	u64 budget_floor;
+	u64 budget_peak;		/* budget_used - budget_floor, highest */
+	struct list_head budget_waiters;
+	atomic64_t budget_waits;	/* headers that had to wait */
 
 	/* Client and member connections; lock order: lock -> conns_lock. */
 	struct mutex conns_lock;
@@ -669,6 +715,7 @@ struct knbd_req {
 	u32 nbd_err;
 	u32 status;			/* member transport: KNBD_PEER_* */
 	bool own_vol_ref;		/* member transport: holds a vol->ref */
+	bool mem_floor;			/* admitted outside the node budget */
 	u32 mem;			/* payload bytes counted in the budget */
 
 	/* Payload: full pages but the last; pages allocated so far. */
@@ -854,7 +901,12 @@ struct knbd_conn {
 	u32 rcv_left;
 	u32 rcv_room;			/* payload bytes a KNBD_RCV_ROOM header needs */
 	struct knbd_req *rcv_req;
-	unsigned long rcv_at;		/* last progress inside a message */
+	bool rcv_msg;			/* a message has begun: rcv_at runs */
+	unsigned long rcv_at;		/* when it began (or was admitted) */
+	unsigned long rx_at;		/* when bytes last came: idle_timeout */
+	struct list_head budget_entry;	/* node->budget_waiters, under budget_lock */
+	u32 budget_want;		/* what it waits for there */
+	bool budget_waiting;		/* on the list: only its io_work changes it */
 
 	/* Send side. */
 	struct llist_head resp_list;	/* finished requests, any context */
@@ -863,7 +915,7 @@ struct knbd_conn {
 	unsigned int nr_ready;		/* on send_list */
 	struct knbd_req *snd_req;
 	u32 snd_off;
-	unsigned long snd_at;		/* last progress while something waits */
+	unsigned long snd_at;		/* when the first waiting message became first */
 	bool replies_held;		/* drain: gather replies, send none */
 
 	/* Request pool and budget (io_work only). */
@@ -930,6 +982,7 @@ bool knbd_sock_sent_all(struct socket *sock);
 int knbd_sock_cpu(struct socket *sock);
 int knbd_io_cpu(void);
 void knbd_sock_cork(struct socket *sock, bool on);
+void knbd_sock_keepalive(struct socket *sock);
 void knbd_sock_reset(struct socket *sock);
 int knbd_sock_listen(struct net *net, const struct sockaddr_storage *base,
 		     u16 port, struct socket **sockp);
@@ -943,6 +996,7 @@ int knbd_conn_create(struct knbd_node *node, const struct knbd_conn_ops *ops,
 void knbd_conn_kick(struct knbd_conn *conn);
 void knbd_conn_shutdown(struct knbd_conn *conn);
 void knbd_conn_recv_into(struct knbd_conn *conn, void *buf, u32 len);
+void knbd_conn_recv_more(struct knbd_conn *conn, void *buf, u32 len);
 void knbd_conn_recv_discard(struct knbd_conn *conn, u32 len);
 void knbd_conn_recv_data(struct knbd_conn *conn, struct knbd_req *req);
 int knbd_conn_queue_ctl(struct knbd_conn *conn, const void *data, u32 len);

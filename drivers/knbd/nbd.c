@@ -340,7 +340,7 @@ static int knbd_nbd_got_option(struct knbd_conn *conn)
 	}
 	if (n->opt_len) {
 		n->phase = KNBD_NBD_HS_OPT_DATA;
-		knbd_conn_recv_into(conn, conn->buf, n->opt_len);
+		knbd_conn_recv_more(conn, conn->buf, n->opt_len);
 		return 0;
 	}
 	return knbd_nbd_answered(conn, knbd_nbd_handle_option(conn, n->option, 0));

@@ -128,8 +128,7 @@ static int knbd_pserve_got_hdr(struct knbd_conn *conn)
 		return knbd_pserve_bad(conn, "unexpected frame type");
 	}
 	p->phase = KNBD_PSERVE_BODY;
-	knbd_conn_recv_into(conn, &p->buf, want);
-	conn->rcv_at = jiffies;
+	knbd_conn_recv_more(conn, &p->buf, want);
 	return 0;
 }
 
@@ -310,8 +309,7 @@ static int knbd_pserve_got_body(struct knbd_conn *conn)
 		b->name_len = name_len;
 		b->gen = 0;
 		p->phase = KNBD_PSERVE_NAME;
-		knbd_conn_recv_into(conn, b->name, name_len);
-		conn->rcv_at = jiffies;
+		knbd_conn_recv_more(conn, b->name, name_len);
 		return 0;
 	default:
 		return knbd_pserve_got_io(conn);
@@ -329,7 +327,7 @@ static int knbd_pserve_rcv_done(struct knbd_conn *conn)
 		    p->type != KNBD_PEER_HELLO || p->len != sizeof(p->buf.hello))
 			return knbd_pserve_bad(conn, "no HELLO");
 		p->phase = KNBD_PSERVE_HELLO;
-		knbd_conn_recv_into(conn, &p->buf.hello, sizeof(p->buf.hello));
+		knbd_conn_recv_more(conn, &p->buf.hello, sizeof(p->buf.hello));
 		return 0;
 	case KNBD_PSERVE_HELLO:
 		return knbd_pserve_got_hello(conn);

@@ -182,6 +182,18 @@ void knbd_sock_cork(struct socket *sock, bool on)
 	tcp_sock_set_cork(sock->sk, on);
 }
 
+/*
+ * A peer that vanished without a FIN or a reset (powered off, cut off)
+ * leaves an idle connection nothing else would ever close.
+ */
+void knbd_sock_keepalive(struct socket *sock)
+{
+	sock_set_keepalive(sock->sk);
+	tcp_sock_set_keepidle(sock->sk, KNBD_KEEPALIVE_IDLE);
+	tcp_sock_set_keepintvl(sock->sk, KNBD_KEEPALIVE_INTVL);
+	tcp_sock_set_keepcnt(sock->sk, KNBD_KEEPALIVE_CNT);
+}
+
 /* connect(AF_UNSPEC): tcp_disconnect(), a reset now rather than a FIN at release. */
 void knbd_sock_reset(struct socket *sock)
 {
@@ -209,6 +221,7 @@ int knbd_sock_create(struct net *net, int family, struct socket **sockp)
 	if (ret)
 		return ret;
 	tcp_sock_set_nodelay((*sockp)->sk);
+	knbd_sock_keepalive(*sockp);
 	return 0;
 }
 
