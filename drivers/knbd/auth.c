@@ -24,8 +24,6 @@
 
 #include "knbd.h"
 
-#define node_name(n)	config_item_name(&(n)->group.cg_item)
-
 /* A key file holds the key in hex; anything much longer is not one. */
 #define KNBD_KEY_FILE_MAX	1024
 
@@ -97,12 +95,12 @@ int knbd_auth_start(struct knbd_node *node)
 		if (list_empty(&node->peers) || node->insecure_peers)
 			return 0;
 		pr_warn("node %s: member links need a group_key (or insecure_peers 1)\n",
-			node_name(node));
+			knbd_node_name(node));
 		return -ENOKEY;
 	}
 	tfm = crypto_alloc_shash("hmac(sha256)", 0, 0);
 	if (IS_ERR(tfm)) {
-		pr_warn("node %s: no hmac(sha256): %pe\n", node_name(node), tfm);
+		pr_warn("node %s: no hmac(sha256): %pe\n", knbd_node_name(node), tfm);
 		return PTR_ERR(tfm);
 	}
 	ret = crypto_shash_setkey(tfm, node->group_key, node->group_key_len);

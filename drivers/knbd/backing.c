@@ -25,8 +25,6 @@
 
 #include "knbd.h"
 
-#define vol_name(v)	config_item_name(&(v)->group.cg_item)
-
 static int knbd_backing_open_direct(struct knbd_volume *vol, struct file *file, int flags)
 {
 	struct inode *inode = file->f_mapping->host;
@@ -43,8 +41,9 @@ static int knbd_backing_open_direct(struct knbd_volume *vol, struct file *file, 
 	if (IS_ERR(dfile)) {
 		if (vol->direct_io == KNBD_DIO_AUTO)
 			return 0;	/* tmpfs, for one: buffered it is */
-		pr_warn_ratelimited("volume %s: direct_io is 1 but %s cannot be opened with O_DIRECT: %ld\n",
-				    vol_name(vol), vol->backing_path, PTR_ERR(dfile));
+		pr_warn_ratelimited("%s/%s: direct_io is 1 but %s cannot be opened with O_DIRECT: %pe\n",
+				    knbd_node_name(vol->node), knbd_vol_name(vol),
+				    vol->backing_path, dfile);
 		return PTR_ERR(dfile);
 	}
 	vol->backing_direct = dfile;
@@ -60,8 +59,9 @@ static int knbd_backing_size(struct knbd_volume *vol, struct inode *inode)
 	if (vol->size_cfg) {
 		/* A regular file may be smaller: it is sparse and grows. */
 		if (S_ISBLK(inode->i_mode) && vol->size_cfg > dev_size) {
-			pr_warn_ratelimited("volume %s: size %llu exceeds block device size %llu\n",
-					    vol_name(vol), vol->size_cfg, dev_size);
+			pr_warn_ratelimited("%s/%s: size %llu exceeds block device size %llu\n",
+					    knbd_node_name(vol->node), knbd_vol_name(vol),
+					    vol->size_cfg, dev_size);
 			return -EINVAL;
 		}
 		vol->info.size = vol->size_cfg;
@@ -69,13 +69,14 @@ static int knbd_backing_size(struct knbd_volume *vol, struct inode *inode)
 		vol->info.size = round_down(dev_size, vol->info.min_block);
 	}
 	if (!vol->info.size) {
-		pr_warn_ratelimited("volume %s: size is 0 (set size or use a non-empty backing)\n",
-				    vol_name(vol));
+		pr_warn_ratelimited("%s/%s: size is 0 (set size or use a non-empty backing)\n",
+				    knbd_node_name(vol->node), knbd_vol_name(vol));
 		return -EINVAL;
 	}
 	if (vol->info.size & (vol->info.min_block - 1)) {
-		pr_warn_ratelimited("volume %s: size %llu is not a multiple of block_size %u\n",
-				    vol_name(vol), vol->info.size, vol->info.min_block);
+		pr_warn_ratelimited("%s/%s: size %llu is not a multiple of block_size %u\n",
+				    knbd_node_name(vol->node), knbd_vol_name(vol), vol->info.size,
+				    vol->info.min_block);
 		return -EINVAL;
 	}
 	return 0;
@@ -89,26 +90,30 @@ int knbd_backing_open(struct knbd_volume *vol)
 	int ret;
 
 	if (!vol->backing_path) {
-		pr_warn_ratelimited("volume %s: backing_path is not set\n", vol_name(vol));
+		pr_warn_ratelimited("%s/%s: backing_path is not set\n",
+				    knbd_node_name(vol->node), knbd_vol_name(vol));
 		return -EINVAL;
 	}
 	file = filp_open(vol->backing_path, flags, 0);
 	if (IS_ERR(file)) {
-		pr_warn_ratelimited("volume %s: cannot open %s: %ld\n", vol_name(vol),
-				    vol->backing_path, PTR_ERR(file));
+		pr_warn_ratelimited("%s/%s: cannot open %s: %pe\n",
+				    knbd_node_name(vol->node), knbd_vol_name(vol),
+				    vol->backing_path, file);
 		return PTR_ERR(file);
 	}
 	vol->backing = file;
 	inode = file->f_mapping->host;
 	ret = -EINVAL;
 	if (!S_ISREG(file_inode(file)->i_mode) && !S_ISBLK(file_inode(file)->i_mode)) {
-		pr_warn_ratelimited("volume %s: %s is not a regular file or block device\n",
-				    vol_name(vol), vol->backing_path);
+		pr_warn_ratelimited("%s/%s: %s is not a regular file or block device\n",
+				    knbd_node_name(vol->node), knbd_vol_name(vol),
+				    vol->backing_path);
 		goto err;
 	}
 	if (!file->f_op->read_iter || (!vol->readonly && !file->f_op->write_iter)) {
-		pr_warn_ratelimited("volume %s: %s does not support read/write iterators\n",
-				    vol_name(vol), vol->backing_path);
+		pr_warn_ratelimited("%s/%s: %s does not support read/write iterators\n",
+				    knbd_node_name(vol->node), knbd_vol_name(vol),
+				    vol->backing_path);
 		goto err;
 	}
 	ret = knbd_backing_open_direct(vol, file, flags);
@@ -118,8 +123,9 @@ int knbd_backing_open(struct knbd_volume *vol)
 	vol->info.min_block = vol->min_block;
 	/* Bios must be whole logical blocks: clients are told so. */
 	if (vol->bdev && vol->info.min_block < vol->dio_align) {
-		pr_info("volume %s: block size %u raised to the device's logical block size %u\n",
-			vol_name(vol), vol->info.min_block, vol->dio_align);
+		pr_info("%s/%s: block size %u raised to the device's logical block size %u\n",
+			knbd_node_name(vol->node), knbd_vol_name(vol), vol->info.min_block,
+			vol->dio_align);
 		vol->info.min_block = vol->dio_align;
 	}
 	ret = knbd_backing_size(vol, inode);

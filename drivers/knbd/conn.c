@@ -27,8 +27,6 @@
  */
 #define pr_fmt(fmt) "knbd: " fmt
 
-#define node_name(n)	config_item_name(&(n)->group.cg_item)
-
 #include <linux/mm.h>
 #include <linux/slab.h>
 #include <linux/wait_bit.h>
@@ -758,9 +756,9 @@ static int knbd_conn_check(struct knbd_conn *conn)
 	if (conn->state == KNBD_CONN_HANDSHAKE) {
 		if (time_after_eq(now, conn->hs_deadline)) {
 			atomic64_inc(&node->hs_timeouts);
-			pr_warn_ratelimited("node %s: %s %pISpc: handshake not done after %u s, closing\n",
-					    node_name(node), conn->transport->name, &conn->peer,
-					    READ_ONCE(node->handshake_timeout));
+			pr_warn_ratelimited("node %s: %s %pISpc: handshake not done in time, closing\n",
+					    knbd_node_name(node), conn->transport->name,
+					    &conn->peer);
 			return -ETIMEDOUT;
 		}
 		knbd_conn_arm(conn->hs_deadline, &next, &armed);
@@ -769,7 +767,8 @@ static int knbd_conn_check(struct knbd_conn *conn)
 		if (time_after_eq(now, conn->rcv_at + timeout)) {
 			atomic64_inc(&node->timeouts);
 			pr_warn_ratelimited("node %s: %s %pISpc: a request not all sent %lu s after it began, closing\n",
-					    node_name(node), conn->transport->name, &conn->peer,
+					    knbd_node_name(node), conn->transport->name,
+					    &conn->peer,
 					    timeout / HZ);
 			return -ETIMEDOUT;
 		}
@@ -779,7 +778,8 @@ static int knbd_conn_check(struct knbd_conn *conn)
 		if (time_after_eq(now, conn->snd_at + timeout)) {
 			atomic64_inc(&node->timeouts);
 			pr_warn_ratelimited("node %s: %s %pISpc: does not read its replies (%u waiting, the first for %lu s), closing\n",
-					    node_name(node), conn->transport->name, &conn->peer,
+					    knbd_node_name(node), conn->transport->name,
+					    &conn->peer,
 					    conn->nr_ready, timeout / HZ);
 			return -ETIMEDOUT;
 		}
@@ -790,7 +790,8 @@ static int knbd_conn_check(struct knbd_conn *conn)
 		if (time_after_eq(now, conn->rx_at + idle)) {
 			atomic64_inc(&node->idle_closes);
 			pr_info_ratelimited("node %s: %s %pISpc: idle for %lu s, closing\n",
-					    node_name(node), conn->transport->name, &conn->peer,
+					    knbd_node_name(node), conn->transport->name,
+					    &conn->peer,
 					    idle / HZ);
 			return -ETIMEDOUT;
 		}
@@ -917,8 +918,8 @@ static void knbd_conn_release_work(struct work_struct *w)
 
 	/* Bounded: backing I/O completes, forwarded pieces have deadlines. */
 	while (!wait_for_completion_timeout(&conn->ref_done, 60 * HZ))
-		pr_warn("%s %pISpc: closing, still waiting for requests in flight\n",
-			conn->transport->name, &conn->peer);
+		pr_warn("node %s: %s %pISpc: closing, still waiting for requests in flight\n",
+			knbd_node_name(conn->node), conn->transport->name, &conn->peer);
 	cancel_work_sync(&conn->io_work);
 	del_timer_sync(&conn->timer);
 	knbd_conn_reap(conn);

@@ -91,12 +91,13 @@ static int knbd_drain_close(struct knbd_conn *conn, unsigned long now, unsigned 
 		return 0;
 	}
 	if (!knbd_sock_sent_all(conn->sock))
-		pr_info_ratelimited("client %pISpc: drained connection still has replies unsent after %d s, resetting it\n",
-				    &conn->peer, KNBD_DRAIN_CLOSE_TIME / HZ);
+		pr_info_ratelimited("node %s: client %pISpc: drained connection still has replies unsent after %d s, resetting it\n",
+				    knbd_node_name(conn->node), &conn->peer,
+				    KNBD_DRAIN_CLOSE_TIME / HZ);
 	if (n->dropped) {
 		atomic64_add(n->dropped, &conn->node->drain_dropped);
-		pr_info_ratelimited("client %pISpc: %u request(s) sent after the drain left unanswered, for the client to retry\n",
-				    &conn->peer, n->dropped);
+		pr_info_ratelimited("node %s: client %pISpc: %u request(s) sent after the drain left unanswered, for the client to retry\n",
+				    knbd_node_name(conn->node), &conn->peer, n->dropped);
 	}
 	knbd_sock_reset(conn->sock);
 	return -ECONNRESET;
@@ -180,8 +181,9 @@ int knbd_drain_tick(struct knbd_conn *conn, unsigned long *next)
 				return 0;
 			}
 			if (!knbd_drain_replies_ready(conn))
-				pr_info_ratelimited("client %pISpc: replies of a drained connection still not ready after %d s, sending what is\n",
-						    &conn->peer, KNBD_DRAIN_GATHER_TIME / HZ);
+				pr_info_ratelimited("node %s: client %pISpc: replies of a drained connection still not ready after %d s, sending what is\n",
+						    knbd_node_name(conn->node), &conn->peer,
+						    KNBD_DRAIN_GATHER_TIME / HZ);
 			if (knbd_drain_may_read_more(conn, now)) {
 				knbd_drain_read_again(conn);
 				return 0;

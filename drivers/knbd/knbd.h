@@ -135,6 +135,8 @@
 #define KNBD_GROUP_KEY_MIN		16	/* bytes of the member group key */
 #define KNBD_GROUP_KEY_MAX		64
 #define KNBD_PEER_HELLO_TIMEOUT		(5 * HZ)
+/* An incoming member link proves itself in this long (or handshake_timeout). */
+#define KNBD_PEER_AUTH_TIMEOUT		(2 * KNBD_PEER_HELLO_TIMEOUT)
 #define KNBD_PEER_BACKOFF_MIN_MS	100
 #define KNBD_PEER_BACKOFF_MAX_MS	5000
 #define KNBD_PEER_COOKIE_BITS		10		/* hash of pending pieces */
@@ -947,6 +949,22 @@ struct knbd_conn {
 	/* Option data, names and dropped payload land here. */
 	void *buf;
 };
+
+/* Names in messages: configfs directory names; a volume is "node/volume". */
+static inline const char *knbd_node_name(struct knbd_node *node)
+{
+	return config_item_name(&node->group.cg_item);
+}
+
+static inline const char *knbd_vol_name(struct knbd_volume *vol)
+{
+	return config_item_name(&vol->group.cg_item);
+}
+
+static inline const char *knbd_peer_name(struct knbd_peer *peer)
+{
+	return config_item_name(&peer->group.cg_item);
+}
 
 /* main.c */
 extern struct workqueue_struct *knbd_io_wq;

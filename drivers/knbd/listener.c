@@ -12,8 +12,6 @@
 
 #include "knbd.h"
 
-#define node_name(n)	config_item_name(&(n)->group.cg_item)
-
 /*
  * Is @sock's source host already at max_conns_per_host client connections?
  * A walk of node->conns, no longer than max_connections: accepts are rare
@@ -54,20 +52,20 @@ static void knbd_listener_accept_work(struct work_struct *work)
 		ret = kernel_accept(l->sock, &sock, O_NONBLOCK);
 		if (ret < 0) {
 			if (ret != -EAGAIN)
-				pr_warn_ratelimited("node %s: accept failed: %d\n",
-						    node_name(node), ret);
+				pr_warn_ratelimited("node %s: accept failed: %pe\n",
+						    knbd_node_name(node), ERR_PTR(ret));
 			return;
 		}
 		if (atomic_read(&node->nr_conns) >= READ_ONCE(node->max_conns) +
 		    (l->ops->is_peer ? KNBD_MAX_MEMBERS : 0)) {
 			pr_warn_ratelimited("node %s: connection limit reached, refusing %s\n",
-					    node_name(node), l->ops->name);
+					    knbd_node_name(node), l->ops->name);
 			sock_release(sock);
 			continue;
 		}
 		if (!l->ops->is_peer && knbd_listener_host_full(node, sock, &addr)) {
 			pr_warn_ratelimited("node %s: %pISc has max_conns_per_host (%u) connections, refusing another\n",
-					    node_name(node), &addr,
+					    knbd_node_name(node), &addr,
 					    READ_ONCE(node->max_conns_per_host));
 			sock_release(sock);
 			continue;
@@ -82,8 +80,8 @@ static void knbd_listener_accept_work(struct work_struct *work)
 		write_unlock_bh(&sock->sk->sk_callback_lock);
 		ret = knbd_conn_create(node, l->ops, sock);
 		if (ret)
-			pr_warn_ratelimited("node %s: cannot set up a %s connection: %d\n",
-					    node_name(node), l->ops->name, ret);
+			pr_warn_ratelimited("node %s: cannot set up a %s connection: %pe\n",
+					    knbd_node_name(node), l->ops->name, ERR_PTR(ret));
 		cond_resched();
 	}
 }
@@ -117,8 +115,8 @@ int knbd_listener_start(struct knbd_listener *l, struct net *net,
 	knbd_sock_addr_port(&addr, port, &addrlen);
 	ret = knbd_sock_listen(net, base, port, &sock);
 	if (ret) {
-		pr_warn_ratelimited("node %s: cannot listen on %pISpc: %d\n",
-				    node_name(l->node), &addr, ret);
+		pr_warn_ratelimited("node %s: cannot listen on %pISpc: %pe\n",
+				    knbd_node_name(l->node), &addr, ERR_PTR(ret));
 		return ret;
 	}
 	l->sock = sock;
@@ -129,7 +127,7 @@ int knbd_listener_start(struct knbd_listener *l, struct net *net,
 	write_unlock_bh(&sock->sk->sk_callback_lock);
 	/* Connections that arrived before the callback was in place. */
 	queue_work(knbd_wq, &l->accept_work);
-	pr_info("node %s: listening for %ss on %pISpc\n", node_name(l->node),
+	pr_info("node %s: listening for %ss on %pISpc\n", knbd_node_name(l->node),
 		l->ops->name, &addr);
 	return 0;
 }

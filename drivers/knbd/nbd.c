@@ -43,9 +43,6 @@ static int knbd_nbd_opt_reply(struct knbd_conn *conn, u32 option, u32 type,
 	return 0;
 }
 
-#define node_name(n)	config_item_name(&(n)->group.cg_item)
-#define vol_name(v)	config_item_name(&(v)->group.cg_item)
-
 /*
  * May this client see @vol?  Called with node->lock held, under which
  * allowed_hosts is replaced: the list cannot go away while we look.
@@ -67,7 +64,7 @@ static int knbd_nbd_opt_list(struct knbd_conn *conn)
 
 	if (!READ_ONCE(node->allow_list)) {
 		pr_info_ratelimited("node %s: client %pISpc: LIST refused (list is 0)\n",
-				    node_name(node), &conn->peer);
+				    knbd_node_name(node), &conn->peer);
 		return knbd_nbd_opt_reply(conn, KNBD_NBD_OPT_LIST, KNBD_NBD_REP_ERR_POLICY,
 					  NULL, 0);
 	}
@@ -168,7 +165,7 @@ static struct knbd_volume *knbd_nbd_lookup(struct knbd_conn *conn, const struct 
 	vol = knbd_volume_find(node, go->name, go->name_len);
 	if (vol && !knbd_nbd_allowed(conn, vol)) {
 		pr_info_ratelimited("node %s/%s: client %pISpc not in allowed_hosts, refused\n",
-				    node_name(node), vol_name(vol), &conn->peer);
+				    knbd_node_name(node), knbd_vol_name(vol), &conn->peer);
 		vol = ERR_PTR(-EACCES);
 	} else if (vol && attach && !percpu_ref_tryget_live(&vol->ref)) {
 		vol = NULL;
@@ -205,8 +202,9 @@ static int knbd_nbd_opt_info_go(struct knbd_conn *conn, u32 option, u32 len)
 	if (IS_ERR(vol))
 		return knbd_nbd_opt_reply(conn, option, KNBD_NBD_REP_ERR_POLICY, NULL, 0);
 	if (!vol) {
-		pr_info_ratelimited("client %pISpc: unknown export '%.*s'\n",
-				    &conn->peer, (int)min_t(u32, go.name_len, 64), go.name);
+		pr_info_ratelimited("node %s: client %pISpc: unknown export '%.*s'\n",
+				    knbd_node_name(conn->node), &conn->peer,
+				    (int)min_t(u32, go.name_len, 64), go.name);
 		return knbd_nbd_opt_reply(conn, option, KNBD_NBD_REP_ERR_UNKNOWN, NULL, 0);
 	}
 
@@ -252,8 +250,9 @@ static int knbd_nbd_opt_export_name(struct knbd_conn *conn, u32 len)
 	if (IS_ERR(vol))
 		return PTR_ERR(vol);
 	if (!vol) {
-		pr_info_ratelimited("client %pISpc: unknown export '%.*s'\n",
-				    &conn->peer, (int)min_t(u32, len, 64), (char *)conn->buf);
+		pr_info_ratelimited("node %s: client %pISpc: unknown export '%.*s'\n",
+				    knbd_node_name(conn->node), &conn->peer,
+				    (int)min_t(u32, len, 64), (char *)conn->buf);
 		return -ENOENT;
 	}
 	reply.r.size = cpu_to_be64(ei.size);
@@ -297,8 +296,8 @@ static int knbd_nbd_got_flags(struct knbd_conn *conn)
 	u32 cflags = be32_to_cpu(conn->nbd.hdr.cflags);
 
 	if (knbd_proto_check_client_flags(cflags, &conn->nbd.no_zeroes)) {
-		pr_warn_ratelimited("client %pISpc: unsupported client flags %#x\n",
-				    &conn->peer, cflags);
+		pr_warn_ratelimited("node %s: client %pISpc: unsupported client flags %#x\n",
+				    knbd_node_name(conn->node), &conn->peer, cflags);
 		return -EPROTO;
 	}
 	knbd_nbd_next_option(conn);
@@ -320,18 +319,20 @@ static int knbd_nbd_got_option(struct knbd_conn *conn)
 	struct knbd_nbd_conn *n = &conn->nbd;
 
 	if (knbd_proto_decode_opt(&n->hdr.opt, &n->option, &n->opt_len)) {
-		pr_warn_ratelimited("client %pISpc: bad option magic\n", &conn->peer);
+		pr_warn_ratelimited("node %s: client %pISpc: bad option magic\n",
+				    knbd_node_name(conn->node), &conn->peer);
 		return -EPROTO;
 	}
 	if (++n->nr_opts > KNBD_MAX_OPTIONS) {
-		pr_warn_ratelimited("client %pISpc: more than %d options, closing\n",
-				    &conn->peer, KNBD_MAX_OPTIONS);
+		pr_warn_ratelimited("node %s: client %pISpc: more than %d options, closing\n",
+				    knbd_node_name(conn->node), &conn->peer, KNBD_MAX_OPTIONS);
 		return -E2BIG;
 	}
 	if (n->opt_len > KNBD_OPT_MAX_PARSE) {
 		if (n->opt_len > KNBD_OPT_MAX_DRAIN || n->option == KNBD_NBD_OPT_EXPORT_NAME) {
-			pr_warn_ratelimited("client %pISpc: option %u length %u too large\n",
-					    &conn->peer, n->option, n->opt_len);
+			pr_warn_ratelimited("node %s: client %pISpc: option %u length %u too large\n",
+					    knbd_node_name(conn->node), &conn->peer, n->option,
+					    n->opt_len);
 			return -EMSGSIZE;
 		}
 		n->phase = KNBD_NBD_HS_OPT_BIG;
@@ -375,8 +376,9 @@ static int knbd_nbd_got_request(struct knbd_conn *conn)
 	u32 nbd_err, payload;
 
 	if (knbd_proto_decode_request(&conn->nbd.hdr.req, cmd)) {
-		pr_warn_ratelimited("client %pISpc: bad request magic %#x, closing\n",
-				    &conn->peer, be32_to_cpu(conn->nbd.hdr.req.magic));
+		pr_warn_ratelimited("node %s: client %pISpc: bad request magic %#x, closing\n",
+				    knbd_node_name(conn->node), &conn->peer,
+				    be32_to_cpu(conn->nbd.hdr.req.magic));
 		return -EPROTO;
 	}
 	verdict = knbd_proto_check_request(cmd, &vol->info, &nbd_err);
@@ -388,8 +390,9 @@ static int knbd_nbd_got_request(struct knbd_conn *conn)
 		conn->rcv_state = KNBD_RCV_STOP;
 		return 0;
 	case KNBD_REQ_FATAL:
-		pr_warn_ratelimited("client %pISpc: %s length %u over %u, closing\n",
-				    &conn->peer, knbd_proto_cmd_name(cmd->type),
+		pr_warn_ratelimited("node %s: client %pISpc: %s length %u over %u, closing\n",
+				    knbd_node_name(conn->node), &conn->peer,
+				    knbd_proto_cmd_name(cmd->type),
 				    cmd->len, KNBD_MAX_REQ_BYTES);
 		return -EMSGSIZE;
 	case KNBD_REQ_ERROR:

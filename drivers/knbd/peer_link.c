@@ -26,9 +26,6 @@
 
 #include "knbd.h"
 
-#define peer_name(p)	config_item_name(&(p)->group.cg_item)
-#define node_name(n)	config_item_name(&(n)->group.cg_item)
-
 static const char * const knbd_peer_state_names[] = {
 	[KNBD_PEER_DOWN]	= "down",
 	[KNBD_PEER_CONNECTING]	= "connecting",
@@ -129,10 +126,11 @@ static void knbd_peer_link_down(struct knbd_peer *peer, const char *why)
 	}
 	WRITE_ONCE(peer->state, KNBD_PEER_DOWN);
 	if (was_up)
-		pr_warn_ratelimited("peer %s (node %u): link down: %s\n",
-				    peer_name(peer), peer->node_id, why);
+		pr_warn_ratelimited("node %s: peer %s (node %u): link down: %s\n",
+				    knbd_node_name(peer->node), knbd_peer_name(peer), peer->node_id,
+				    why);
 	else if (sock)
-		pr_debug("peer %s: connect failed: %s\n", peer_name(peer), why);
+		pr_debug("peer %s: connect failed: %s\n", knbd_peer_name(peer), why);
 	if (sock && !stopping) {
 		queue_delayed_work(knbd_wq, &peer->connect_work,
 				   msecs_to_jiffies(peer->backoff_ms));
@@ -169,7 +167,7 @@ static void knbd_peer_connect_work(struct work_struct *work)
 	knbd_sock_hook(sock, peer, &knbd_peer_cbs, &peer->saved_cbs);
 	ret = kernel_connect(sock, (struct sockaddr *)&addr, addrlen, O_NONBLOCK);
 	if (ret && ret != -EINPROGRESS)
-		pr_debug("peer %s: connect to %pISpc: %d\n", peer_name(peer), &addr, ret);
+		pr_debug("peer %s: connect to %pISpc: %d\n", knbd_peer_name(peer), &addr, ret);
 
 	/* Published last: io_work acts on the socket only from here on. */
 	spin_lock_bh(&peer->lock);
@@ -226,13 +224,15 @@ static int knbd_peer_got_hello(struct knbd_peer *peer, const char **why)
 	}
 	if (id != peer->node_id || group != node->group_id) {
 		pr_warn_ratelimited("node %s: peer %s: %pISc is node %u of group %u, expected node %u of group %u\n",
-				    node_name(node), peer_name(peer), &peer->addr, id, group,
+				    knbd_node_name(node), knbd_peer_name(peer), &peer->addr, id,
+				    group,
 				    peer->node_id, node->group_id);
 		*why = "wrong member";
 		return -EPROTO;
 	}
 	if (flags != knbd_auth_flags(node)) {
-		pr_warn_ratelimited("node %s: peer %s: %s\n", node_name(node), peer_name(peer),
+		pr_warn_ratelimited("node %s: peer %s: %s\n",
+				    knbd_node_name(node), knbd_peer_name(peer),
 				    flags & KNBD_HELLO_F_INSECURE ?
 				    "it has no group key, we have one" :
 				    "it has a group key, we have none");
@@ -242,7 +242,7 @@ static int knbd_peer_got_hello(struct knbd_peer *peer, const char **why)
 	if (!knbd_auth_verify(node, true, node->node_id, id, peer->nonce, hello->nonce,
 			      hello->mac)) {
 		pr_warn_ratelimited("node %s: peer %s (%pISc) failed authentication: not our group key\n",
-				    node_name(node), peer_name(peer), &peer->addr);
+				    knbd_node_name(node), knbd_peer_name(peer), &peer->addr);
 		*why = "authentication failed";
 		return -EACCES;
 	}
@@ -262,7 +262,8 @@ static int knbd_peer_got_hello(struct knbd_peer *peer, const char **why)
 	peer->backoff_ms = KNBD_PEER_BACKOFF_MIN_MS;
 	atomic64_inc(&peer->connects);
 	WRITE_ONCE(peer->state, KNBD_PEER_UP);
-	pr_info("peer %s (node %u): link up to %pISc port %u\n", peer_name(peer),
+	pr_info("node %s: peer %s (node %u): link up to %pISc port %u\n",
+		knbd_node_name(peer->node), knbd_peer_name(peer),
 		peer->node_id, &peer->addr, peer->port);
 	return 0;
 }
@@ -524,8 +525,8 @@ static void knbd_peer_finish(struct knbd_peer *peer, struct knbd_piece *piece, u
 	case KNBD_PEER_EPOCH_MISMATCH:
 		atomic64_inc(&vol->stats.epoch_mismatches);
 		atomic64_inc(&peer->mismatches);
-		pr_warn_ratelimited("volume %s: member %u has routing epoch %llu, ours is %llu: not forwarding\n",
-				    config_item_name(&vol->group.cg_item), peer->node_id,
+		pr_warn_ratelimited("%s/%s: member %u has routing epoch %llu, ours is %llu: not forwarding\n",
+				    knbd_node_name(vol->node), knbd_vol_name(vol), peer->node_id,
 				    piece->fwd.remote_epoch, piece->req->rid.epoch);
 		err = -EIO;
 		break;

@@ -19,8 +19,6 @@
 
 #include "knbd.h"
 
-#define node_name(n)	config_item_name(&(n)->group.cg_item)
-
 static void knbd_pserve_next_frame(struct knbd_conn *conn)
 {
 	conn->pserve.phase = KNBD_PSERVE_HDR;
@@ -30,14 +28,14 @@ static void knbd_pserve_next_frame(struct knbd_conn *conn)
 static int knbd_pserve_bad(struct knbd_conn *conn, const char *why)
 {
 	pr_warn_ratelimited("node %s: bad frame from member %u (%pISpc): %s, closing\n",
-			    node_name(conn->node), conn->peer_id, &conn->peer, why);
+			    knbd_node_name(conn->node), conn->peer_id, &conn->peer, why);
 	return -EPROTO;
 }
 
 static int knbd_pserve_refused(struct knbd_conn *conn, u32 id, const char *why)
 {
 	pr_warn_ratelimited("node %s: member link from %pISpc (says node %u) refused: %s\n",
-			    node_name(conn->node), &conn->peer, id, why);
+			    knbd_node_name(conn->node), &conn->peer, id, why);
 	return -EACCES;
 }
 
@@ -96,7 +94,7 @@ static int knbd_pserve_got_auth(struct knbd_conn *conn)
 		return ret;
 	WRITE_ONCE(conn->state, KNBD_CONN_TRANSMISSION);
 	pr_info_ratelimited("node %s: member %u authenticated from %pISpc\n",
-			    node_name(node), conn->peer_id, &conn->peer);
+			    knbd_node_name(node), conn->peer_id, &conn->peer);
 	knbd_pserve_next_frame(conn);
 	return 0;
 }
@@ -173,7 +171,6 @@ static u32 knbd_pserve_check(struct knbd_conn *conn, struct knbd_req *req,
 {
 	struct knbd_pserve_conn *p = &conn->pserve;
 	const struct knbd_cmd *cmd = &req->cmd;
-	const char *name = config_item_name(&vol->group.cg_item);
 	u32 status = KNBD_PEER_OK;
 	struct knbd_route *rt;
 
@@ -184,16 +181,18 @@ static u32 knbd_pserve_check(struct knbd_conn *conn, struct knbd_req *req,
 	if (!rt || rt->epoch != p->epoch || rt->checksum != p->checksum) {
 		status = KNBD_PEER_EPOCH_MISMATCH;
 		atomic64_inc(&vol->stats.epoch_mismatches);
-		pr_warn_ratelimited("volume %s: member %u forwards with epoch %llu/%08x, ours is %llu/%08x: refusing\n",
-				    name, conn->peer_id, p->epoch, p->checksum,
+		pr_warn_ratelimited("%s/%s: member %u forwards with epoch %llu/%08x, ours is %llu/%08x: refusing\n",
+				    knbd_node_name(vol->node), knbd_vol_name(vol), conn->peer_id,
+				    p->epoch, p->checksum,
 				    req->rid.epoch, req->rid.checksum);
 	} else if (cmd->type != KNBD_NBD_CMD_FLUSH &&
 		   (cmd->offset > vol->info.size ||
 		    cmd->len > vol->info.size - cmd->offset ||
 		    !knbd_route_owns(rt, cmd->offset, cmd->len, conn->node->node_id))) {
 		status = KNBD_PEER_NOT_OWNER;
-		pr_warn_ratelimited("volume %s: member %u sent a piece we do not own (offset %llu len %u)\n",
-				    name, conn->peer_id, cmd->offset, cmd->len);
+		pr_warn_ratelimited("%s/%s: member %u sent a piece we do not own (offset %llu len %u)\n",
+				    knbd_node_name(vol->node), knbd_vol_name(vol), conn->peer_id,
+				    cmd->offset, cmd->len);
 	}
 	rcu_read_unlock();
 	if (status == KNBD_PEER_OK &&
@@ -393,7 +392,7 @@ static int knbd_pserve_tick(struct knbd_conn *conn, unsigned long *next)
 		return 0;
 	vol = req->vol;
 	pr_warn_ratelimited("%s/%s: member %u (%pISpc) is %u of %u bytes into a WRITE of the volume being disabled: dropping the rest, not waiting for it\n",
-			    node_name(conn->node), config_item_name(&vol->group.cg_item),
+			    knbd_node_name(conn->node), config_item_name(&vol->group.cg_item),
 			    conn->peer_id, &conn->peer, conn->rcv_off, req->cmd.len);
 	req->own_vol_ref = false;
 	req->vol = NULL;
@@ -416,8 +415,8 @@ static int knbd_pserve_start(struct knbd_conn *conn)
 	conn->pserve.phase = KNBD_PSERVE_HELLO_HDR;
 	knbd_conn_recv_into(conn, &conn->pserve.buf.hdr, sizeof(conn->pserve.buf.hdr));
 	/* A member says who it is at once: a stranger gets seconds, not a minute. */
-	conn->hs_deadline = jiffies + 2 * KNBD_PEER_HELLO_TIMEOUT;
-	knbd_conn_note_timer(conn, conn->hs_deadline);
+	if (time_before(jiffies + KNBD_PEER_AUTH_TIMEOUT, conn->hs_deadline))
+		conn->hs_deadline = jiffies + KNBD_PEER_AUTH_TIMEOUT;
 	return 0;
 }
 

@@ -32,10 +32,10 @@ static void knbd_req_complete(struct knbd_req *req)
 
 	if (err) {
 		atomic64_inc(&vol->stats.errors);
-		pr_warn_ratelimited("volume %s: %s offset %llu len %u failed: %d\n",
-				    config_item_name(&vol->group.cg_item),
+		pr_warn_ratelimited("%s/%s: %s offset %llu len %u failed: %pe\n",
+				    knbd_node_name(vol->node), knbd_vol_name(vol),
 				    knbd_proto_cmd_name(req->cmd.type),
-				    req->cmd.offset, req->cmd.len, err);
+				    req->cmd.offset, req->cmd.len, ERR_PTR(err));
 	}
 	req->nbd_err = knbd_proto_errno_to_nbd(err);
 	atomic64_add(ktime_get_ns() - req->start_ns, &conn->lat_ns);
@@ -150,8 +150,8 @@ static void knbd_req_forward(struct knbd_req *req, struct knbd_piece *piece)
 	if (peer)
 		ret = knbd_peer_forward(peer, piece);
 	else
-		pr_warn_ratelimited("volume %s: no link to member %u (owner of offset %llu)\n",
-				    config_item_name(&vol->group.cg_item), piece->owner,
+		pr_warn_ratelimited("%s/%s: no link to member %u (owner of offset %llu)\n",
+				    knbd_node_name(vol->node), knbd_vol_name(vol), piece->owner,
 				    piece->offset);
 	rcu_read_unlock();
 	if (ret)

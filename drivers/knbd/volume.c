@@ -14,12 +14,9 @@
 
 #include "knbd.h"
 
-#define vol_name(v)	config_item_name(&(v)->group.cg_item)
-#define node_name(n)	config_item_name(&(n)->group.cg_item)
-
 static bool knbd_name_eq(struct knbd_volume *vol, const char *name, u32 len)
 {
-	const char *vname = vol_name(vol);
+	const char *vname = knbd_vol_name(vol);
 
 	return strlen(vname) == len && !memcmp(vname, name, len);
 }
@@ -113,7 +110,8 @@ static int knbd_volume_check_members(struct knbd_volume *vol, const struct knbd_
 	if (knbd_route_members_known(rt, ids, nr, &unknown))
 		return 0;
 	pr_warn_ratelimited("%s/%s: routing epoch %llu names member %u, which is neither this node (%u) nor a configured peer\n",
-			    node_name(node), vol_name(vol), rt->epoch, unknown, node->node_id);
+			    knbd_node_name(node), knbd_vol_name(vol), rt->epoch, unknown,
+			    node->node_id);
 	return -EINVAL;
 }
 
@@ -131,8 +129,9 @@ int knbd_volume_enable(struct knbd_volume *vol)
 		return ret;
 	rt = rcu_dereference_protected(vol->route, lockdep_is_held(&node->lock));
 	if (rt && rt->size != vol->info.size) {
-		pr_warn_ratelimited("volume %s: routing was made for %llu bytes, volume has %llu\n",
-				    vol_name(vol), rt->size, vol->info.size);
+		pr_warn_ratelimited("%s/%s: routing was made for %llu bytes, volume has %llu\n",
+				    knbd_node_name(vol->node), knbd_vol_name(vol), rt->size,
+				    vol->info.size);
 		ret = -EINVAL;
 		goto err;
 	}
@@ -148,7 +147,8 @@ int knbd_volume_enable(struct knbd_volume *vol)
 	reinit_completion(&vol->ref_done);
 	vol->enabled = true;
 	rcu_assign_pointer(node->vol_by_id[vol->vid], vol);
-	pr_info("volume %s: exported, %llu bytes from %s%s (%s)\n", vol_name(vol),
+	pr_info("%s/%s: exported, %llu bytes from %s%s (%s)\n",
+		knbd_node_name(vol->node), knbd_vol_name(vol),
 		vol->info.size, vol->backing_path, vol->readonly ? ", read-only" : "",
 		knbd_backing_mode(vol));
 	return 0;
@@ -183,11 +183,11 @@ void knbd_volume_disable(struct knbd_volume *vol)
 	while (!wait_for_completion_timeout(&vol->ref_done, 10 * HZ)) {
 		waited += 10;
 		pr_warn("%s/%s: disabling, requests still in flight after %u s: backing I/O (or a forwarded piece) not completing\n",
-			node_name(node), vol_name(vol), waited);
+			knbd_node_name(node), knbd_vol_name(vol), waited);
 	}
 	percpu_ref_exit(&vol->ref);
 	knbd_backing_close(vol);
-	pr_info("volume %s: disabled\n", vol_name(vol));
+	pr_info("%s/%s: disabled\n", knbd_node_name(vol->node), knbd_vol_name(vol));
 }
 
 /*
@@ -214,12 +214,12 @@ static int knbd_volume_check_moves(struct knbd_volume *vol, const struct knbd_ro
 	epoch = rt ? rt->epoch : old->epoch;
 	if (!force) {
 		pr_warn_ratelimited("%s/%s: routing %sepoch %llu refused: it moves %llu extent(s) of the enabled volume, first extent %llu (offset %llu) from member %u to member %u; knbd moves no data, write the table to routing_force to publish it anyway\n",
-				    node_name(node), vol_name(vol), what, epoch, moved,
+				    knbd_node_name(node), knbd_vol_name(vol), what, epoch, moved,
 				    mv.extent, mv.offset, mv.from, mv.to);
 		return -EBUSY;
 	}
 	pr_warn("%s/%s: routing_force: %sepoch %llu moves %llu extent(s), first extent %llu (offset %llu) from member %u to member %u, without moving their data: clients see the new owners' content\n",
-		node_name(node), vol_name(vol), what, epoch, moved, mv.extent, mv.offset,
+		knbd_node_name(node), knbd_vol_name(vol), what, epoch, moved, mv.extent, mv.offset,
 		mv.from, mv.to);
 	return 0;
 }
@@ -244,19 +244,20 @@ int knbd_volume_set_route(struct knbd_volume *vol, const char *text, size_t coun
 	if (strspn(text, " \t\n") != count) {
 		if (!size) {
 			mutex_unlock(&node->lock);
-			pr_warn_ratelimited("%s/%s: set size before routing\n", node_name(node),
-					    vol_name(vol));
+			pr_warn_ratelimited("%s/%s: set size before routing\n",
+					    knbd_node_name(node),
+					    knbd_vol_name(vol));
 			return -EINVAL;
 		}
 		rt = knbd_route_parse(text, count, size, vol->extent_shift, &why);
 		if (IS_ERR(rt)) {
 			mutex_unlock(&node->lock);
 			if (PTR_ERR(rt) == -EINVAL)
-				pr_warn_ratelimited("%s/%s: routing: %s\n", node_name(node),
-						    vol_name(vol), why);
+				pr_warn_ratelimited("%s/%s: routing: %s\n", knbd_node_name(node),
+						    knbd_vol_name(vol), why);
 			else
-				pr_warn_ratelimited("%s/%s: routing: %pe\n", node_name(node),
-						    vol_name(vol), rt);
+				pr_warn_ratelimited("%s/%s: routing: %pe\n", knbd_node_name(node),
+						    knbd_vol_name(vol), rt);
 			return PTR_ERR(rt);
 		}
 	}
@@ -264,7 +265,8 @@ int knbd_volume_set_route(struct knbd_volume *vol, const char *text, size_t coun
 	ret = 0;
 	if (rt && old && rt->epoch < old->epoch) {
 		pr_warn_ratelimited("%s/%s: routing epoch %llu is older than the current %llu\n",
-				    node_name(node), vol_name(vol), rt->epoch, old->epoch);
+				    knbd_node_name(node), knbd_vol_name(vol), rt->epoch,
+				    old->epoch);
 		ret = -EINVAL;
 	}
 	if (!ret && rt)
@@ -280,7 +282,8 @@ int knbd_volume_set_route(struct knbd_volume *vol, const char *text, size_t coun
 	mutex_unlock(&node->lock);
 	if (rt)
 		pr_info("%s/%s: routing epoch %llu checksum %08x, %u extents, this member (%u) owns %llu\n",
-			node_name(node), vol_name(vol), rt->epoch, rt->checksum, rt->nr_extents,
+			knbd_node_name(node), knbd_vol_name(vol), rt->epoch, rt->checksum,
+			rt->nr_extents,
 			node->node_id, knbd_route_count(rt, node->node_id));
 	if (old) {
 		synchronize_rcu();
