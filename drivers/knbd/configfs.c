@@ -83,6 +83,17 @@ static int knbd_parse_bool(const char *page, bool *val)
 	return -EINVAL;
 }
 
+/* A number in min..max, base 10 ("010" is ten), or EINVAL with the reason logged. */
+static int knbd_cfg_u32(struct config_item *item, const char *page, u32 min, u32 max,
+			const char *what, const char *unit, u32 *val)
+{
+	if (kstrtou32(page, 10, val) || *val < min || *val > max) {
+		knbd_cfg_warn(item, "%s must be %u..%u%s\n", what, min, max, unit);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /*
  * A byte count in base 10 with an optional K/M/G/T suffix (powers of 2):
  * memparse() would read "010" as 8 and "0x10" as 16.
@@ -942,11 +953,9 @@ static ssize_t knbd_node_max_conns_per_host_store(struct config_item *item,
 {
 	u32 max;
 
-	if (kstrtou32(page, 10, &max) || max > KNBD_MAX_CONNS_LIMIT) {
-		knbd_cfg_warn(item, "max_conns_per_host must be 0..%d (0: no limit)\n",
-			      KNBD_MAX_CONNS_LIMIT);
+	if (knbd_cfg_u32(item, page, 0, KNBD_MAX_CONNS_LIMIT, "max_conns_per_host",
+			 " (0: no limit)", &max))
 		return -EINVAL;
-	}
 	WRITE_ONCE(to_knbd_node(item)->max_conns_per_host, max);
 	return count;
 }
@@ -983,10 +992,8 @@ static ssize_t knbd_node_queue_depth_store(struct config_item *item,
 {
 	u32 depth;
 
-	if (kstrtou32(page, 10, &depth) || !depth || depth > KNBD_MAX_QUEUE_DEPTH) {
-		knbd_cfg_warn(item, "queue_depth must be 1..%u\n", KNBD_MAX_QUEUE_DEPTH);
+	if (knbd_cfg_u32(item, page, 1, KNBD_MAX_QUEUE_DEPTH, "queue_depth", "", &depth))
 		return -EINVAL;
-	}
 	WRITE_ONCE(to_knbd_node(item)->queue_depth, depth);
 	return count;
 }
@@ -1006,10 +1013,8 @@ static ssize_t knbd_node_io_timeout_store(struct config_item *item,
 {
 	u32 secs;
 
-	if (kstrtou32(page, 10, &secs) || !secs || secs > KNBD_MAX_IO_TIMEOUT) {
-		knbd_cfg_warn(item, "io_timeout must be 1..%u seconds\n", KNBD_MAX_IO_TIMEOUT);
+	if (knbd_cfg_u32(item, page, 1, KNBD_MAX_IO_TIMEOUT, "io_timeout", " seconds", &secs))
 		return -EINVAL;
-	}
 	WRITE_ONCE(to_knbd_node(item)->io_timeout, secs);
 	return count;
 }
@@ -1026,11 +1031,9 @@ static ssize_t knbd_node_handshake_timeout_store(struct config_item *item,
 {
 	u32 secs;
 
-	if (kstrtou32(page, 0, &secs) || !secs || secs > KNBD_MAX_HANDSHAKE_TIMEOUT) {
-		knbd_cfg_warn(item, "handshake_timeout must be 1..%u seconds\n",
-			      KNBD_MAX_HANDSHAKE_TIMEOUT);
+	if (knbd_cfg_u32(item, page, 1, KNBD_MAX_HANDSHAKE_TIMEOUT, "handshake_timeout",
+			 " seconds", &secs))
 		return -EINVAL;
-	}
 	WRITE_ONCE(to_knbd_node(item)->handshake_timeout, secs);
 	return count;
 }
@@ -1052,11 +1055,9 @@ static ssize_t knbd_node_idle_timeout_store(struct config_item *item,
 	struct knbd_conn *conn;
 	u32 secs;
 
-	if (kstrtou32(page, 0, &secs) || secs > KNBD_MAX_IDLE_TIMEOUT) {
-		knbd_cfg_warn(item, "idle_timeout must be 0..%u seconds\n",
-			      KNBD_MAX_IDLE_TIMEOUT);
+	if (knbd_cfg_u32(item, page, 0, KNBD_MAX_IDLE_TIMEOUT, "idle_timeout", " seconds",
+			 &secs))
 		return -EINVAL;
-	}
 	WRITE_ONCE(node->idle_timeout, secs);
 	mutex_lock(&node->conns_lock);
 	list_for_each_entry(conn, &node->conns, node_entry)
@@ -1082,11 +1083,9 @@ static ssize_t knbd_node_max_inflight_mb_store(struct config_item *item,
 	struct knbd_node *node = to_knbd_node(item);
 	u32 mb;
 
-	if (kstrtou32(page, 0, &mb) || mb < KNBD_MIN_INFLIGHT_MB || mb > KNBD_MAX_INFLIGHT_MB) {
-		knbd_cfg_warn(item, "max_inflight_mb must be %u..%u\n",
-			      KNBD_MIN_INFLIGHT_MB, KNBD_MAX_INFLIGHT_MB);
+	if (knbd_cfg_u32(item, page, KNBD_MIN_INFLIGHT_MB, KNBD_MAX_INFLIGHT_MB,
+			 "max_inflight_mb", "", &mb))
 		return -EINVAL;
-	}
 	spin_lock(&node->budget_lock);
 	WRITE_ONCE(node->max_inflight_mb, mb);
 	/* More room: the first waiter may fit now. */
@@ -1269,12 +1268,9 @@ static ssize_t knbd_node_load_tick_ms_store(struct config_item *item,
 {
 	u32 ms;
 
-	if (kstrtou32(page, 10, &ms) || ms < KNBD_MIN_LOAD_TICK_MS ||
-	    ms > KNBD_MAX_LOAD_TICK_MS) {
-		knbd_cfg_warn(item, "load_tick_ms must be %d..%d\n",
-			      KNBD_MIN_LOAD_TICK_MS, KNBD_MAX_LOAD_TICK_MS);
+	if (knbd_cfg_u32(item, page, KNBD_MIN_LOAD_TICK_MS, KNBD_MAX_LOAD_TICK_MS,
+			 "load_tick_ms", "", &ms))
 		return -EINVAL;
-	}
 	WRITE_ONCE(to_knbd_node(item)->load_tick_ms, ms);
 	return count;
 }
@@ -1473,10 +1469,8 @@ static ssize_t knbd_node_cm_ms_store(struct config_item *item, const char *page,
 {
 	u32 ms;
 
-	if (kstrtou32(page, 10, &ms) || ms > KNBD_CM_MAX_MS) {
-		knbd_cfg_warn(item, "%s must be 0..%d\n", what, KNBD_CM_MAX_MS);
+	if (knbd_cfg_u32(item, page, 0, KNBD_CM_MAX_MS, what, "", &ms))
 		return -EINVAL;
-	}
 	WRITE_ONCE(*field, ms);
 	return count;
 }
@@ -1520,10 +1514,8 @@ static ssize_t knbd_node_balance_min_load_store(struct config_item *item,
 {
 	u32 v;
 
-	if (kstrtou32(page, 10, &v) || v > 100000000) {
-		knbd_cfg_warn(item, "balance_min_load must be 0..100000000 (ops/s)\n");
+	if (knbd_cfg_u32(item, page, 0, 100000000, "balance_min_load", " (ops/s)", &v))
 		return -EINVAL;
-	}
 	WRITE_ONCE(to_knbd_node(item)->cm.min_load, (u64)v * 1000);
 	return count;
 }
