@@ -11,6 +11,7 @@
  *   conn.c sock.c                    the connection engine shared by both
  *   req.c                            core: a request split into pieces
  *   backing.c peer_link.c            where pieces go: the local store, a member
+ *   auth.c                           the group key, the member handshake's MACs
  *   proto.c route.c load.c connmgr.c pure logic, no sockets (KUnit)
  *   acl.c                            pure too: a volume's allowed_hosts
  *
