@@ -30,7 +30,6 @@ status is 1 on any failure.
 """
 
 import argparse
-import json
 import os
 import select
 import socket
@@ -40,7 +39,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from nbdwire import W  # noqa: E402
-from scale_client import Fail, handshake, ok, request, tcp_state, TCP_CLOSED  # noqa: E402
+from scale_client import Fail, handshake, ok, request, run_cmd, tcp_state, TCP_CLOSED  # noqa: E402
 
 
 def mem_available():
@@ -233,15 +232,8 @@ def main():
     sub.choices["slowread"].add_argument("--reqs", type=int, default=1)
     sub.choices["idle"].add_argument("--hold", type=float, default=8)
     a = p.parse_args()
-    try:
-        res = {"trickle": cmd_trickle, "slowread": cmd_slowread,
-               "slowloris": cmd_slowloris, "idle": cmd_idle}[a.cmd](a)
-    except (Fail, OSError) as e:
-        print("FAIL %s: %s" % (a.cmd, e), flush=True)
-        print("result: " + json.dumps({"error": str(e)}))
-        return 1
-    print("result: " + json.dumps(res))
-    return 0
+    return run_cmd({"trickle": cmd_trickle, "slowread": cmd_slowread,
+                    "slowloris": cmd_slowloris, "idle": cmd_idle}, a)
 
 
 if __name__ == "__main__":

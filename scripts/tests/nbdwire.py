@@ -15,19 +15,27 @@ HEADER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
                       "include", "uapi", "knbd", "nbd_proto.h")
 
 
-def _parse(path):
+def parse_defines(path, prefix, keep=lambda p: ""):
+    """{name: value} of the #defines in path whose name starts with the regex
+    prefix (its match, after keep() of it, is dropped from the name); values
+    are numbers or expressions of earlier names."""
     defs = {}
-    pat = re.compile(r"^#define\s+KNBD_NBD_(\w+)\s+(.+?)\s*(?:/\*.*)?$")
+    pat = re.compile(r"^#define\s+(" + prefix + r")(\w+)\s+(.+?)\s*(?:/\*.*)?$")
     with open(path) as f:
         for line in f:
             m = pat.match(line)
             if not m:
                 continue
-            name, expr = m.groups()
-            expr = re.sub(r"\bKNBD_NBD_(\w+)", r"\1", expr)
+            pre, name, expr = m.groups()
+            name = keep(pre) + name
+            expr = re.sub(r"\b(?:" + prefix + r")(\w+)", r"\1", expr)
             expr = re.sub(r"(0x[0-9a-fA-F]+|\d+)U?L{0,2}\b", r"\1", expr)
             defs[name] = eval(expr, {}, dict(defs))  # only numbers and earlier names
     return defs
+
+
+def _parse(path):
+    return parse_defines(path, "KNBD_NBD_")
 
 
 class _Wire:

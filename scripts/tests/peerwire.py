@@ -17,30 +17,15 @@ control) and as every kind of stranger.
 import hashlib
 import hmac
 import os
-import re
 import socket
 import struct
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from nbdwire import parse_defines  # noqa: E402
 
 HEADER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
                       "include", "knbd", "peer_proto.h")
-
-
-def _parse(path):
-    defs = {}
-    pat = re.compile(r"^#define\s+KNBD_(PEER_|HELLO_F_|LOAD_F_)(\w+)\s+(.+?)\s*(?:/\*.*)?$")
-    with open(path) as f:
-        for line in f:
-            m = pat.match(line)
-            if not m:
-                continue
-            prefix, name, expr = m.groups()
-            key = name if prefix == "PEER_" else prefix + name
-            expr = re.sub(r"(0x[0-9a-fA-F]+|\d+)U?L{0,2}\b", r"\1", expr)
-            try:
-                defs[key] = eval(expr, {}, {})  # plain numbers only
-            except Exception:
-                pass
-    return defs
 
 
 class _Defs:
@@ -48,7 +33,9 @@ class _Defs:
         self.__dict__.update(defs)
 
 
-P = _Defs(_parse(HEADER))
+# KNBD_PEER_X -> X, KNBD_HELLO_F_X -> HELLO_F_X, KNBD_LOAD_F_X -> LOAD_F_X
+P = _Defs(parse_defines(HEADER, "KNBD_PEER_|KNBD_HELLO_F_|KNBD_LOAD_F_",
+                        lambda p: "" if p == "KNBD_PEER_" else p[len("KNBD_"):]))
 
 HDR = struct.Struct(">IHHI")                    # magic, version, type, len
 HELLO = struct.Struct(">IIII%ds%ds" % (P.NONCE_LEN, P.MAC_LEN))

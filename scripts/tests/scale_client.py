@@ -299,8 +299,13 @@ def main():
     sp.add_argument("--window", type=int, default=15, help="allowed lateness, seconds")
     sp.add_argument("--ready-file", help="written once the connections are stuck")
     a = p.parse_args()
+    return run_cmd({"many": cmd_many, "pipeline": cmd_pipeline, "stuck": cmd_stuck}, a)
+
+
+def run_cmd(cmds, a):
+    """Run cmds[a.cmd](a); print its "result: JSON" line (or the error); exit status."""
     try:
-        res = {"many": cmd_many, "pipeline": cmd_pipeline, "stuck": cmd_stuck}[a.cmd](a)
+        res = cmds[a.cmd](a)
     except (Fail, OSError) as e:
         print("FAIL %s: %s" % (a.cmd, e), flush=True)
         print("result: " + json.dumps({"error": str(e)}))

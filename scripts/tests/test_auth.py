@@ -94,15 +94,23 @@ def member_ok(a):
           (a.node_id, sent_mac.hex()))
 
 
+def ask_unproven(m, a, load=False):
+    """Frames an unproven member sends for service: BIND + READ (+ LOAD); the
+    server may have closed already."""
+    try:
+        m.bind(0, a.volume)
+        m.io(7, W.CMD_READ, 0, 4096, 0)
+        if load:
+            m.load(a.node_id, 1, 1, 4242)
+    except Closed:
+        pass
+
+
 def replay(a):
     m = conn(a)
     m.hello(a.node_id, a.group, key_of(a))
     m.auth(raw=bytes.fromhex(a.mac))
-    try:
-        m.bind(0, a.volume)
-        m.io(1, W.CMD_READ, 0, 4096, 0)
-    except Closed:
-        pass
+    ask_unproven(m, a)
     if not m.got_nothing_then_closed(5):
         fail("a replayed AUTH was not refused within 5 s")
     print("OK replayed AUTH refused")
@@ -126,12 +134,7 @@ def wrong_key(a):
     if h["flags"] != 0:
         fail("server HELLO flags %#x" % h["flags"])
     m.auth()
-    try:
-        m.bind(0, a.volume)
-        m.io(7, W.CMD_READ, 0, 4096, 0)
-        m.load(a.node_id, 1, 1, 4242)
-    except Closed:
-        pass
+    ask_unproven(m, a, load=True)
     if not m.got_nothing_then_closed(5):
         fail("after a wrong AUTH the server answered or kept the connection")
     print("OK wrong key: the server's MAC did not check, our AUTH refused, nothing served")
@@ -140,11 +143,7 @@ def wrong_key(a):
 def skip_auth(a):
     m = conn(a)
     m.hello(a.node_id, a.group, key_of(a))
-    try:
-        m.bind(0, a.volume)
-        m.io(7, W.CMD_READ, 0, 4096, 0)
-    except Closed:
-        pass
+    ask_unproven(m, a)
     if not m.got_nothing_then_closed(5):
         fail("frames without AUTH were answered or the connection stayed")
     print("OK no AUTH: nothing served, closed")
