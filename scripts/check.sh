@@ -91,6 +91,14 @@ stage_static() {
 		fail static.w1 "see $LOGDIR/w1.log"
 	fi
 	make -s modules >/dev/null 2>&1
+
+	step "static: knbdctl unit tests (fake configfs tree)"
+	if python3 scripts/tests/knbdctl_unit.py -v >"$LOGDIR/knbdctl-unit.log" 2>&1; then
+		pass static.knbdctl_unit
+	else
+		tail -20 "$LOGDIR/knbdctl-unit.log"
+		fail static.knbdctl_unit "see $LOGDIR/knbdctl-unit.log"
+	fi
 }
 
 stage_kunit() {
