@@ -137,6 +137,18 @@ class FakeConfigfs(knbdctl.Configfs):
         with open(self.path(rel), "w") as f:
             f.write(v + "\n" if v and not v.endswith("\n") else v)
 
+    def write_binary(self, rel, data):
+        """routing_table: the whole table, outcome in routing_status."""
+        obj = os.path.dirname(rel)
+        self.log.append(("write", rel, "<%d bytes>" % len(data)))
+        text = knbdctl.routing_norm(data.decode())
+        status = self.fail.pop(rel, None) or ("ok epoch " + text.split()[1])
+        if status.startswith("ok"):
+            with open(self.path(rel), "w") as f:
+                f.write("# checksum 0\n" + text)
+        with open(self.path(obj, "routing_status"), "w") as f:
+            f.write(status + "\n")
+
     def writes(self):
         return [e for e in self.log if e[0] == "write"]
 
@@ -519,6 +531,53 @@ class TestRestore(Base):
         shutil.rmtree(self.cfs.root)
         rc, _, err = self.ctl("clear")
         self.assertEqual(rc, 0)
+
+
+class TestLongTable(Base):
+    def table(self, n=1000):
+        return "epoch 4\n" + "".join("%d %d\n" % (i, 1 + i % 2) for i in range(n))
+
+    def test_without_routing_table(self):
+        self.ok("create", "node", "m1")
+        self.ok("create", "volume", "m1/v", "size=1000M")
+        path = os.path.join(self.tmp, "rt")
+        with open(path, "w") as f:
+            f.write(self.table())
+        rc, _, err = self.ctl("set", "m1/v", "routing=@" + path)
+        self.assertEqual(rc, 1)
+        self.assertIn("nodes/m1/volumes/v/routing: the table is", err)
+        self.assertIn("no routing_table attribute", err)
+
+    def test_with_routing_table(self):
+        self.ok("create", "node", "m1")
+        self.ok("create", "volume", "m1/v", "size=1000M")
+        for f in ("routing_table", "routing_status"):
+            open(self.cfs.path("nodes/m1/volumes/v", f), "w").close()
+        path = os.path.join(self.tmp, "rt")
+        with open(path, "w") as f:
+            f.write(self.table())
+        self.ok("set", "m1/v", "routing=@" + path)
+        self.assertIn(("write", "nodes/m1/volumes/v/routing_table",
+                       "<%d bytes>" % len(self.table())), self.cfs.log)
+        # save reads the whole table from routing_table
+        self.ok("save", self.conf)
+        with open(self.conf) as f:
+            self.assertEqual(json.load(f)["nodes"]["m1"]["volumes"]["v"]["routing"], self.table())
+        # a refusal is read from routing_status
+        self.cfs.fail["nodes/m1/volumes/v/routing_table"] = "refused: extent ranges overlap (EINVAL)"
+        rc, _, err = self.ctl("set", "m1/v", "routing=@" + path)
+        self.assertEqual(rc, 1)
+        self.assertIn("nodes/m1/volumes/v/routing_table: refused: extent ranges overlap (EINVAL)", err)
+
+    def test_cut_routing_refused_by_save(self):
+        self.ok("create", "node", "m1")
+        self.ok("create", "volume", "m1/v")
+        with open(self.cfs.path("nodes/m1/volumes/v/routing"), "w") as f:
+            f.write("# checksum 0\nepoch 1\n0 1\n# ...\n")
+        rc, _, err = self.ctl("save", self.conf)
+        self.assertEqual(rc, 1)
+        self.assertIn("longer than a page", err)
+        self.assertFalse(os.path.exists(self.conf))
 
 
 class TestTop(Base):
