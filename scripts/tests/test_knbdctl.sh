@@ -30,7 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ctl() { python3 "$CTL" "$@"; }
+ctl() { "$CTL" "$@"; }
 
 # ctl_ok ARGS...: knbdctl ARGS must succeed
 ctl_ok() {
@@ -187,6 +187,21 @@ chk_save_clear_restore() {
 	dump_tree >"$DUMP0" || { why "dump failed"; return 1; }
 	ctl_ok save || return 1
 	[ "$(stat -c %a "$KNBDCTL_CONFIG")" = 600 ] || { why "config.json mode $(stat -c %a "$KNBDCTL_CONFIG")"; return 1; }
+	# show --json holds what save holds
+	out=$(python3 - "$KNBDCTL_CONFIG" "$KNBD_TMP/ctl-show.json" 2>&1 <<'PY'
+import json, sys
+saved, shown = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+for n, node in saved["nodes"].items():
+    s = shown["nodes"][n]
+    assert node["attributes"] == s["attributes"] and node["enable"] == s["enable"], n
+    assert node.get("group_key") and s.get("group_key") == "(set)", n
+    for p, peer in node["peers"].items():
+        assert peer["attributes"] == s["peers"][p]["attributes"], (n, p)
+    for v, vol in node["volumes"].items():
+        for k in ("attributes", "routing", "enable"):
+            assert vol[k] == s["volumes"][v][k], (n, v, k)
+PY
+	) || { why "show --json differs from save: $out"; return 1; }
 	grep -q "\"group_key\": \"$KEY\"" "$KNBDCTL_CONFIG" || { why "the key is not in config.json"; return 1; }
 	ctl_ok clear || return 1
 	tree_empty || { why "tree not empty after clear: $(ls "$KNBD_CFS/nodes")"; return 1; }
@@ -231,7 +246,7 @@ PY
 # unit_line KEY: the command of a KEY= line of knbd.service, run from the
 # repository (the guest has no /usr/sbin/knbdctl)
 unit_line() {
-	sed -n "s/^$1=//p" "$UNIT" | sed -e "s|/usr/sbin/knbdctl|python3 $CTL|" \
+	sed -n "s/^$1=//p" "$UNIT" | sed -e "s|/usr/sbin/knbdctl|$CTL|" \
 		-e "s|/etc/knbd/config.json|$KNBDCTL_CONFIG|"
 }
 
@@ -262,8 +277,36 @@ EOF
 	out=$(with_timeout 60 rmmod knbd 2>&1) || { why "rmmod after ExecStop: $out"; return 1; }
 }
 
+# top: a reader on v1 through m1 shows in the per-volume and per-connection lines
+chk_top() {
+	local out rpid
+	nbd_attach "$DEV" v1 1 10841 -t 60 || return 1
+	rm -f "$KNBD_TMP/ctl-stop"
+	# 1 MiB in 4 KiB reads at a time, until told to stop
+	(while [ ! -e "$KNBD_TMP/ctl-stop" ]; do
+		dd if="$DEV" of=/dev/null bs=4k count=256 iflag=direct status=none || exit
+	done) &
+	rpid=$!
+	out=$(ctl top --interval 1 --count 2 --csv --conns 2>&1)
+	: >"$KNBD_TMP/ctl-stop"
+	wait_until 60 pid_gone "$rpid" || { why "the reader does not stop"; kill "$rpid"; }
+	wait "$rpid" 2>/dev/null
+	nbd_detach "$DEV" || return 1
+	echo "$out" >"$KNBD_OUT/knbdctl-top.csv"
+	[ "$(echo "$out" | head -n 1)" = "time,kind,node,object,iops,mb_s,lat_us,load" ] ||
+		{ why "top --csv header: $(echo "$out" | head -n 1)"; return 1; }
+	echo "$out" | awk -F, '$2 == "volume" && $3 == "m1" && $4 == "v1" && $5 > 0 { f = 1 } END { exit !f }' ||
+		{ why "no IOPS on m1/v1: $(echo "$out" | grep ',volume,m1,v1' | tr '\n' ' ')"; return 1; }
+	echo "$out" | awk -F, '$2 == "node" && $3 == "m1" && $5 > 0 { f = 1 } END { exit !f }' ||
+		{ why "no IOPS on node m1: $(echo "$out" | grep ',node,m1' | tr '\n' ' ')"; return 1; }
+	echo "$out" | awk -F, '$2 == "conn" && $3 == "m1" && $4 ~ / v1$/ && $5 > 0 { f = 1 } END { exit !f }' ||
+		{ why "no connection line for v1 on m1: $(echo "$out" | grep ',conn,' | head -n 3 | tr '\n' ' ')"; return 1; }
+	[ "$(echo "$out" | awk -F, 'NF != 8' | wc -l)" = 0 ] || { why "top --csv lines without 8 fields"; return 1; }
+}
+
 t_run knbdctl.build chk_build
 t_run knbdctl.show_json chk_show_json
+t_run knbdctl.top chk_top
 t_run knbdctl.save_clear_restore chk_save_clear_restore
 t_run knbdctl.restore_idempotent chk_idempotent
 t_run knbdctl.bad_restore_rolls_back chk_bad_restore
