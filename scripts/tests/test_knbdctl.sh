@@ -88,21 +88,21 @@ links_summary() {
 }
 
 chk_build() {
-	local i j rt2
+	local i j rt2 key
 	knbd_load || return 1
 	ip link set lo up
 	mkdir -p "$ETC" && printf '%s\n' "$KEY" >"$ETC/seed.key" || { why "cannot write $ETC"; return 1; }
 	rt2=$(ctl group plan --members 1,2,3 --size 24M --extent-size 64K) ||
 		{ why "group plan failed"; return 1; }
 	for i in 1 2 3; do
+		# one key from a file (set), the others as hex (create)
+		key=group_key=$KEY
+		[ "$i" = 1 ] && key=list=1
 		ctl_ok create node "m$i" node_id="$i" group_id=7 listen_addr=127.0.0.1 \
 			listen_port=$((10840 + i)) peer_port=$((10850 + i)) io_timeout=20 \
-			balance_threshold_pct=150 balance_clear_pct=120 || return 1
-		# one key from a file, the others as hex
+			balance_threshold_pct=150 balance_clear_pct=120 "$key" || return 1
 		if [ "$i" = 1 ]; then
 			ctl_ok set m1 group_key_file="$ETC/seed.key" || return 1
-		else
-			ctl_ok set "m$i" group_key="$KEY" || return 1
 		fi
 		for j in 1 2 3; do
 			[ "$i" = "$j" ] && continue
@@ -123,6 +123,9 @@ chk_build() {
 	wait_until 60 links_up || { why "member links not up and authenticated: $(links_summary)"; return 1; }
 	[ "$(stat -c %a "$KNBDCTL_KEYS")" = 700 ] && [ "$(stat -c %a "$KNBDCTL_KEYS/m1.key")" = 600 ] ||
 		{ why "keys dir/file modes: $(stat -c '%n %a' "$KNBDCTL_KEYS" "$KNBDCTL_KEYS"/*)"; return 1; }
+	for i in 1 2 3; do
+		[ "$(cat "$KNBDCTL_KEYS/m$i.key")" = "$KEY" ] || { why "m$i.key does not hold the key"; return 1; }
+	done
 	# a bad value: the kernel's reason and the path, non-zero exit
 	local out
 	out=$(ctl set m1/v3 size=4M 2>&1) && { why "size of an enabled volume changed"; return 1; }
