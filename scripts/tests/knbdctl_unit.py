@@ -21,11 +21,14 @@ import stat
 import sys
 import tempfile
 import unittest
+import importlib.util
 from importlib.machinery import SourceFileLoader
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
-knbdctl = SourceFileLoader("knbdctl", os.path.join(REPO, "tools", "knbdctl")).load_module()
+_loader = SourceFileLoader("knbdctl", os.path.join(REPO, "tools", "knbdctl"))
+knbdctl = importlib.util.module_from_spec(importlib.util.spec_from_loader("knbdctl", _loader))
+_loader.exec_module(knbdctl)
 
 NODE_DEFAULTS = {
     "listen_addr": "0.0.0.0", "listen_port": "10809", "peer_port": "10810", "node_id": "1",
