@@ -258,6 +258,7 @@ u32 knbd_route_split(const struct knbd_route *rt, u64 offset, u64 len,
 bool knbd_route_owns(const struct knbd_route *rt, u64 offset, u64 len, u32 id);
 u64 knbd_route_count(const struct knbd_route *rt, u32 id);
 int knbd_route_format(const struct knbd_route *rt, char *buf, size_t size);
+size_t knbd_route_format_len(const struct knbd_route *rt);
 u64 knbd_route_diff(const struct knbd_route *old, const struct knbd_route *new,
 		    u32 self, struct knbd_route_move *mv);
 bool knbd_route_members_known(const struct knbd_route *rt, const u32 *ids,
