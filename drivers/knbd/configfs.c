@@ -493,14 +493,16 @@ static ssize_t knbd_volume_stats_show(struct config_item *item, char *page)
 			  "reads %lld\nwrites %lld\nread_bytes %lld\nwrite_bytes %lld\n"
 			  "flushes %lld\ntrims %lld\nwrite_zeroes %lld\nerrors %lld\n"
 			  "local_ios %lld\nforwarded_ios %lld\npeer_ios %lld\n"
-			  "epoch_mismatches %lld\nfallback_ios %lld\nio_path %s\n",
+			  "epoch_mismatches %lld\nfallback_ios %lld\nio_path %s\n"
+			  "lat_us_sum %lld\nlat_ops %lld\n",
 			  atomic64_read(&st->reads), atomic64_read(&st->writes),
 			  atomic64_read(&st->read_bytes), atomic64_read(&st->write_bytes),
 			  atomic64_read(&st->flushes), atomic64_read(&st->trims),
 			  atomic64_read(&st->write_zeroes), atomic64_read(&st->errors),
 			  atomic64_read(&st->local_ios), atomic64_read(&st->forwarded_ios),
 			  atomic64_read(&st->peer_ios), atomic64_read(&st->epoch_mismatches),
-			  atomic64_read(&st->fallback_ios), io_path);
+			  atomic64_read(&st->fallback_ios), io_path,
+			  atomic64_read(&st->lat_us_sum), atomic64_read(&st->lat_ops));
 }
 CONFIGFS_ATTR_RO(knbd_volume_, stats);
 

@@ -428,6 +428,8 @@ struct knbd_vol_stats {
 	atomic64_t peer_ios;		/* pieces served for other members */
 	atomic64_t epoch_mismatches;
 	atomic64_t fallback_ios;	/* local pieces a worker had to run */
+	atomic64_t lat_us_sum;		/* client requests: header read to completion */
+	atomic64_t lat_ops;		/* ... and how many requests that sum covers */
 };
 
 struct crypto_shash;
