@@ -209,6 +209,13 @@ const char *knbd_proto_cmd_name(u16 type);
 #define KNBD_EXTENT_MAX_SHIFT		30	/* 1 GiB */
 #define KNBD_DEFAULT_EXTENT_SHIFT	20	/* 1 MiB */
 #define KNBD_ROUTE_MAX_EXTENTS		BIT(24)
+/*
+ * The longest table text taken (routing_table; routing takes a page).  Its
+ * printed form is at most a header line longer: routing_table reads up to
+ * KNBD_ROUTE_TEXT_MAX + PAGE_SIZE, so any table taken reads back whole.
+ */
+#define KNBD_ROUTE_TEXT_MAX		(4U << 20)
+#define KNBD_ROUTE_STATUS_LEN		256	/* "ok epoch N" or "refused: ..." */
 
 /*
  * Owner of every extent of a volume.  Published with RCU in
@@ -586,6 +593,8 @@ struct knbd_volume {
 
 	/* NULL: every extent is local.  Replaced under node->lock. */
 	struct knbd_route __rcu *route;
+	/* Outcome of the last table written, under node->lock ("": none yet). */
+	char route_status[KNBD_ROUTE_STATUS_LEN];
 
 	/* allowed_hosts; NULL: any host.  Replaced under node->lock. */
 	struct knbd_acl __rcu *acl;
