@@ -215,7 +215,7 @@ const char *knbd_proto_cmd_name(u16 type);
  * KNBD_ROUTE_TEXT_MAX + PAGE_SIZE, so any table taken reads back whole.
  */
 #define KNBD_ROUTE_TEXT_MAX		(4U << 20)
-#define KNBD_ROUTE_STATUS_LEN		256	/* "ok epoch N" or "refused: ..." */
+#define KNBD_ROUTE_STATUS_LEN		320	/* "ok epoch N" or "refused: ..." */
 
 /*
  * Owner of every extent of a volume.  Published with RCU in
