@@ -493,7 +493,7 @@ static ssize_t knbd_volume_routing_table_read(struct config_item *item, void *bu
 		if (!text)
 			return -ENOMEM;
 	}
-	/* node->lock pins the table: it is replaced, then freed, under it only */
+	/* node->lock pins the table: only its holder replaces (and then frees) it */
 	mutex_lock(&vol->node->lock);
 	rt = rcu_dereference_protected(vol->route, lockdep_is_held(&vol->node->lock));
 	if (rt && !buf)
