@@ -360,11 +360,75 @@ static void route_format_truncates(struct kunit *test)
 {
 	struct knbd_route *a = parse_ok(test, "epoch 1; 0 1; 1 2; 2 1; 3 2; 4 1; 5 2",
 					6 * MiB, 20);
-	char buf[100];
+	char buf[80];	/* the whole text takes 92 bytes */
 	int len = knbd_route_format(a, buf, sizeof(buf));
 
 	KUNIT_EXPECT_LT(test, len, (int)sizeof(buf));
 	KUNIT_EXPECT_NOT_NULL(test, strstr(buf, "# ..."));
+	knbd_route_free(a);
+}
+
+/* A table of @n extents of 64 KiB, owners alternating 1, 2, 1, ... */
+static struct knbd_route *alternating(struct kunit *test, u32 n)
+{
+	size_t size = 16 + (size_t)n * 20;
+	char *text = kunit_kzalloc(test, size, GFP_KERNEL);
+	int len;
+	u32 i;
+
+	KUNIT_ASSERT_NOT_NULL(test, text);
+	len = scnprintf(text, size, "epoch 7\n");
+	for (i = 0; i < n; i++)
+		len += scnprintf(text + len, size - len, "%u %u\n", i, 1 + (i & 1));
+	return parse_ok(test, text, (u64)n << 16, 16);
+}
+
+static void route_format_len_exact(struct kunit *test)
+{
+	struct knbd_route *a = alternating(test, 1000);
+	struct knbd_route *b = parse_ok(test, "epoch 4; stripe 3 1 2", 1024 * MiB, 20);
+	size_t need = knbd_route_format_len(a);
+	char *buf = kunit_kzalloc(test, need + 1, GFP_KERNEL);
+
+	KUNIT_ASSERT_NOT_NULL(test, buf);
+	/* exactly the length plus the NUL: whole, not cut */
+	KUNIT_EXPECT_EQ(test, (size_t)knbd_route_format(a, buf, need + 1), need);
+	KUNIT_EXPECT_EQ(test, strlen(buf), need);
+	KUNIT_EXPECT_NULL(test, strstr(buf, "# ..."));
+	KUNIT_EXPECT_NOT_NULL(test, strstr(buf, "\n998 1\n999 2\n"));
+	/* one byte less: cut */
+	KUNIT_EXPECT_LT(test, (size_t)knbd_route_format(a, buf, need), need);
+	KUNIT_EXPECT_NOT_NULL(test, strstr(buf, "# ..."));
+	KUNIT_EXPECT_EQ(test, (size_t)knbd_route_format(b, buf, need + 1),
+			knbd_route_format_len(b));
+	knbd_route_free(a);
+	knbd_route_free(b);
+}
+
+static void route_format_cut_counts_rest(struct kunit *test)
+{
+	struct knbd_route *a = alternating(test, 1000);
+	char *buf = kunit_kzalloc(test, 4096, GFP_KERNEL);
+	const char *p, *last = NULL;
+	unsigned int shown = 0;
+	char want[64];
+	int len;
+
+	KUNIT_ASSERT_NOT_NULL(test, buf);
+	len = knbd_route_format(a, buf, 4096);
+	KUNIT_EXPECT_LT(test, len, 4096);
+	KUNIT_EXPECT_EQ(test, (size_t)len, strlen(buf));
+	KUNIT_EXPECT_EQ(test, buf[len - 1], '\n');
+	for (p = buf; *p; p = strchr(p, '\n') + 1) {
+		if (*p != '#' && strncmp(p, "epoch", 5))
+			shown++;
+		last = p;
+	}
+	KUNIT_ASSERT_NOT_NULL(test, last);
+	KUNIT_EXPECT_GT(test, shown, 100U);
+	/* the last line says how many of the 1000 were left out */
+	snprintf(want, sizeof(want), "# ... %u more lines: read routing_table\n", 1000 - shown);
+	KUNIT_EXPECT_STREQ(test, last, want);
 	knbd_route_free(a);
 }
 
@@ -479,6 +543,8 @@ static struct kunit_case knbd_route_cases[] = {
 	KUNIT_CASE(route_format_round_trip),
 	KUNIT_CASE(route_format_stripe),
 	KUNIT_CASE(route_format_truncates),
+	KUNIT_CASE(route_format_len_exact),
+	KUNIT_CASE(route_format_cut_counts_rest),
 	KUNIT_CASE(route_diff_same_owners),
 	KUNIT_CASE(route_diff_first_move),
 	KUNIT_CASE(route_diff_no_table_is_self),

@@ -7,6 +7,11 @@
  *   /sys/kernel/config/knbd/nodes/<node>/volumes/<vol>/{backing_path,size,
  *       block_size,readonly,description,enable,stats}
  *
+ * (Documentation/configfs.md and Documentation/ABI/testing/configfs-knbd
+ * list them all.)  clients and routing_table are binary attributes: they
+ * read whole at any size, configfs asking first for the size (a NULL
+ * buffer) and then filling a buffer of that size (knbd_cfg_pad()).
+ *
  * Attributes that shape a live object return -EBUSY while it is enabled;
  * values that make no sense return -EINVAL, with the reason in the log.
  */
@@ -129,6 +134,23 @@ static int knbd_parse_size(const char *page, u64 *val)
 		return -EINVAL;
 	*val = v << shift;
 	return 0;
+}
+
+/*
+ * configfs shows a binary attribute's buffer whole, at the size the first
+ * read() call returned, whatever the second one filled: what changed in
+ * between (connections closed, a shorter table) leaves @len < @size.  Pad
+ * with blanks so that the text stays whole lines: the last line gets
+ * trailing blanks (a lone blank line if there was none).
+ */
+static void knbd_cfg_pad(char *buf, size_t len, size_t size)
+{
+	if (len >= size)
+		return;
+	if (len && buf[len - 1] == '\n')
+		len--;
+	memset(buf + len, ' ', size - len - 1);
+	buf[size - 1] = '\n';
 }
 
 /* ---- volume attributes ---- */
@@ -398,7 +420,8 @@ static ssize_t knbd_volume_routing_show(struct config_item *item, char *page)
 
 /*
  * Writing a table publishes it at once (knbd_volume_set_route()), unless
- * it changes the owner of an extent of the enabled volume.
+ * it changes the owner of an extent of the enabled volume.  A read longer
+ * than a page ends in "# ... N more lines: read routing_table".
  */
 static ssize_t knbd_volume_routing_store(struct config_item *item,
 					 const char *page, size_t count)
@@ -451,6 +474,67 @@ static ssize_t knbd_volume_routing_force_store(struct config_item *item,
 }
 CONFIGFS_ATTR_WO(knbd_volume_, routing_force);
 
+/*
+ * routing_table: the same table at any size.  read(NULL) sizes it; the
+ * second read prints into a bounce buffer (the printer wants room for a
+ * NUL) whatever table is current then: another one may have been
+ * published in between, cut ("# ...") or padded to the size asked.
+ */
+static ssize_t knbd_volume_routing_table_read(struct config_item *item, void *buf,
+					      size_t size)
+{
+	struct knbd_volume *vol = to_knbd_volume(item);
+	struct knbd_route *rt;
+	char *text = NULL;
+	size_t len = 0;
+
+	if (buf) {
+		text = kvmalloc(size + 1, GFP_KERNEL);
+		if (!text)
+			return -ENOMEM;
+	}
+	/* node->lock pins the table: only its holder replaces (and then frees) it */
+	mutex_lock(&vol->node->lock);
+	rt = rcu_dereference_protected(vol->route, lockdep_is_held(&vol->node->lock));
+	if (rt && !buf)
+		len = knbd_route_format_len(rt);
+	else if (rt)
+		len = knbd_route_format(rt, text, size + 1);
+	mutex_unlock(&vol->node->lock);
+	if (!buf)
+		return len;
+	memcpy(buf, text, len);
+	kvfree(text);
+	knbd_cfg_pad(buf, len, size);
+	return size;
+}
+
+/*
+ * Called at close(2) with everything written (configfs buffers it):
+ * published as through routing, refused for the same reasons; configfs
+ * drops the return value, hence routing_status.
+ */
+static ssize_t knbd_volume_routing_table_write(struct config_item *item, const void *buf,
+					       size_t count)
+{
+	return knbd_volume_set_route(to_knbd_volume(item), buf, count, false) ?: count;
+}
+
+/* Writes beyond KNBD_ROUTE_TEXT_MAX are refused; reads get the header too. */
+CONFIGFS_BIN_ATTR(knbd_volume_, routing_table, NULL, KNBD_ROUTE_TEXT_MAX + PAGE_SIZE);
+
+static ssize_t knbd_volume_routing_status_show(struct config_item *item, char *page)
+{
+	struct knbd_volume *vol = to_knbd_volume(item);
+	ssize_t ret;
+
+	mutex_lock(&vol->node->lock);
+	ret = sysfs_emit(page, "%s\n", vol->route_status[0] ? vol->route_status : "none");
+	mutex_unlock(&vol->node->lock);
+	return ret;
+}
+CONFIGFS_ATTR_RO(knbd_volume_, routing_status);
+
 static ssize_t knbd_volume_enable_show(struct config_item *item, char *page)
 {
 	return sysfs_emit(page, "%d\n", to_knbd_volume(item)->enabled);
@@ -493,14 +577,16 @@ static ssize_t knbd_volume_stats_show(struct config_item *item, char *page)
 			  "reads %lld\nwrites %lld\nread_bytes %lld\nwrite_bytes %lld\n"
 			  "flushes %lld\ntrims %lld\nwrite_zeroes %lld\nerrors %lld\n"
 			  "local_ios %lld\nforwarded_ios %lld\npeer_ios %lld\n"
-			  "epoch_mismatches %lld\nfallback_ios %lld\nio_path %s\n",
+			  "epoch_mismatches %lld\nfallback_ios %lld\nio_path %s\n"
+			  "lat_us_sum %lld\nlat_ops %lld\n",
 			  atomic64_read(&st->reads), atomic64_read(&st->writes),
 			  atomic64_read(&st->read_bytes), atomic64_read(&st->write_bytes),
 			  atomic64_read(&st->flushes), atomic64_read(&st->trims),
 			  atomic64_read(&st->write_zeroes), atomic64_read(&st->errors),
 			  atomic64_read(&st->local_ios), atomic64_read(&st->forwarded_ios),
 			  atomic64_read(&st->peer_ios), atomic64_read(&st->epoch_mismatches),
-			  atomic64_read(&st->fallback_ios), io_path);
+			  atomic64_read(&st->fallback_ios), io_path,
+			  atomic64_read(&st->lat_us_sum), atomic64_read(&st->lat_ops));
 }
 CONFIGFS_ATTR_RO(knbd_volume_, stats);
 
@@ -517,6 +603,12 @@ static struct configfs_attribute *knbd_volume_attrs[] = {
 	&knbd_volume_attr_routing_force,
 	&knbd_volume_attr_enable,
 	&knbd_volume_attr_stats,
+	&knbd_volume_attr_routing_status,
+	NULL,
+};
+
+static struct configfs_bin_attribute *knbd_volume_bin_attrs[] = {
+	&knbd_volume_attr_routing_table,
 	NULL,
 };
 
@@ -539,6 +631,7 @@ static struct configfs_item_operations knbd_volume_item_ops = {
 static const struct config_item_type knbd_volume_type = {
 	.ct_item_ops	= &knbd_volume_item_ops,
 	.ct_attrs	= knbd_volume_attrs,
+	.ct_bin_attrs	= knbd_volume_bin_attrs,
 	.ct_owner	= THIS_MODULE,
 };
 
@@ -1548,36 +1641,66 @@ static ssize_t knbd_node_drain_store(struct config_item *item, const char *page,
 }
 CONFIGFS_ATTR_WO(knbd_node_, drain);
 
-static ssize_t knbd_node_clients_show(struct config_item *item, char *page)
+/*
+ * Longest clients line: a u64 id, an IPv6 address with scope and port, a
+ * volume name (NAME_MAX), the state and five numbers.
+ */
+#define KNBD_CLIENTS_LINE_MAX	640
+/* Never reached: KNBD_MAX_CONNS_LIMIT clients and the member links. */
+#define KNBD_CLIENTS_MAX_SIZE	(64U << 20)
+
+static int knbd_conn_line(struct knbd_conn *conn, char *line)
+{
+	struct knbd_volume *vol = READ_ONCE(conn->vol);
+	u64 load = READ_ONCE(conn->load);
+	/* io_work's own count: a gauge, a stale value is as good as any */
+	unsigned int inflight = data_race(conn->inflight);
+
+	return scnprintf(line, KNBD_CLIENTS_LINE_MAX,
+			 "%llu %pISpc %s state=%s inflight=%u ops=%lld bytes=%lld load=%s lat_us=%u\n",
+			 conn->id, &conn->peer,
+			 conn->is_peer ? "(member)" :
+			 vol ? config_item_name(&vol->group.cg_item) : "-",
+			 knbd_conn_state_name(READ_ONCE(conn->state)),
+			 inflight, atomic64_read(&conn->ops),
+			 atomic64_read(&conn->bytes), knbd_load_fmt(load).s,
+			 READ_ONCE(conn->lat_us));
+}
+
+/*
+ * One line per connection, whole at any size.  read(NULL) sizes it; the
+ * second read fills whole lines up to @size: connections opened in between
+ * are left out, closed ones leave padding (knbd_cfg_pad()).
+ */
+static ssize_t knbd_node_clients_read(struct config_item *item, void *buf, size_t size)
 {
 	struct knbd_node *node = to_knbd_node(item);
 	struct knbd_conn *conn;
-	int len = 0;
+	size_t len = 0;
+	char *line;
+	int n;
 
+	line = kmalloc(KNBD_CLIENTS_LINE_MAX, GFP_KERNEL);
+	if (!line)
+		return -ENOMEM;
 	mutex_lock(&node->conns_lock);
 	list_for_each_entry(conn, &node->conns, node_entry) {
-		struct knbd_volume *vol = READ_ONCE(conn->vol);
-		u64 load = READ_ONCE(conn->load);
-		/* io_work's own count: a gauge, a stale value is as good as any */
-		unsigned int inflight = data_race(conn->inflight);
-
-		/* Stop at the page end rather than emit a torn line. */
-		if (len > PAGE_SIZE - 160)
-			break;
-		len += sysfs_emit_at(page, len,
-				     "%llu %pISpc %s state=%s inflight=%u ops=%lld bytes=%lld load=%s lat_us=%u\n",
-				     conn->id, &conn->peer,
-				     conn->is_peer ? "(member)" :
-				     vol ? config_item_name(&vol->group.cg_item) : "-",
-				     knbd_conn_state_name(READ_ONCE(conn->state)),
-				     inflight, atomic64_read(&conn->ops),
-				     atomic64_read(&conn->bytes), knbd_load_fmt(load).s,
-				     READ_ONCE(conn->lat_us));
+		n = knbd_conn_line(conn, line);
+		if (buf) {
+			if (len + n > size)
+				break;
+			memcpy(buf + len, line, n);
+		}
+		len += n;
 	}
 	mutex_unlock(&node->conns_lock);
-	return len;
+	kfree(line);
+	if (!buf)
+		return len;
+	knbd_cfg_pad(buf, len, size);
+	return size;
 }
-CONFIGFS_ATTR_RO(knbd_node_, clients);
+CONFIGFS_BIN_ATTR_RO(knbd_node_, clients, NULL, KNBD_CLIENTS_MAX_SIZE);
 
 static struct configfs_attribute *knbd_node_attrs[] = {
 	&knbd_node_attr_listen_addr,
@@ -1606,6 +1729,10 @@ static struct configfs_attribute *knbd_node_attrs[] = {
 	&knbd_node_attr_drain,
 	&knbd_node_attr_stats,
 	&knbd_node_attr_enable,
+	NULL,
+};
+
+static struct configfs_bin_attribute *knbd_node_bin_attrs[] = {
 	&knbd_node_attr_clients,
 	NULL,
 };
@@ -1626,6 +1753,7 @@ static struct configfs_item_operations knbd_node_item_ops = {
 static const struct config_item_type knbd_node_type = {
 	.ct_item_ops	= &knbd_node_item_ops,
 	.ct_attrs	= knbd_node_attrs,
+	.ct_bin_attrs	= knbd_node_bin_attrs,
 	.ct_owner	= THIS_MODULE,
 };
 

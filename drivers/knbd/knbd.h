@@ -209,6 +209,13 @@ const char *knbd_proto_cmd_name(u16 type);
 #define KNBD_EXTENT_MAX_SHIFT		30	/* 1 GiB */
 #define KNBD_DEFAULT_EXTENT_SHIFT	20	/* 1 MiB */
 #define KNBD_ROUTE_MAX_EXTENTS		BIT(24)
+/*
+ * The longest table text taken (routing_table; routing takes a page).  Its
+ * printed form is at most a header line longer: routing_table reads up to
+ * KNBD_ROUTE_TEXT_MAX + PAGE_SIZE, so any table taken reads back whole.
+ */
+#define KNBD_ROUTE_TEXT_MAX		(4U << 20)
+#define KNBD_ROUTE_STATUS_LEN		320	/* "ok epoch N" or "refused: ..." */
 
 /*
  * Owner of every extent of a volume.  Published with RCU in
@@ -258,6 +265,7 @@ u32 knbd_route_split(const struct knbd_route *rt, u64 offset, u64 len,
 bool knbd_route_owns(const struct knbd_route *rt, u64 offset, u64 len, u32 id);
 u64 knbd_route_count(const struct knbd_route *rt, u32 id);
 int knbd_route_format(const struct knbd_route *rt, char *buf, size_t size);
+size_t knbd_route_format_len(const struct knbd_route *rt);
 u64 knbd_route_diff(const struct knbd_route *old, const struct knbd_route *new,
 		    u32 self, struct knbd_route_move *mv);
 bool knbd_route_members_known(const struct knbd_route *rt, const u32 *ids,
@@ -427,6 +435,8 @@ struct knbd_vol_stats {
 	atomic64_t peer_ios;		/* pieces served for other members */
 	atomic64_t epoch_mismatches;
 	atomic64_t fallback_ios;	/* local pieces a worker had to run */
+	atomic64_t lat_us_sum;		/* client requests: header read to completion */
+	atomic64_t lat_ops;		/* ... and how many requests that sum covers */
 };
 
 struct crypto_shash;
@@ -583,6 +593,8 @@ struct knbd_volume {
 
 	/* NULL: every extent is local.  Replaced under node->lock. */
 	struct knbd_route __rcu *route;
+	/* Outcome of the last table written, under node->lock ("": none yet). */
+	char route_status[KNBD_ROUTE_STATUS_LEN];
 
 	/* allowed_hosts; NULL: any host.  Replaced under node->lock. */
 	struct knbd_acl __rcu *acl;

@@ -11,6 +11,7 @@
  */
 #define pr_fmt(fmt) "knbd: " fmt
 
+#include <linux/math64.h>
 #include <linux/rcupdate.h>
 #include <linux/slab.h>
 
@@ -29,6 +30,7 @@ static void knbd_req_complete(struct knbd_req *req)
 	struct knbd_conn *conn = req->conn;
 	struct knbd_volume *vol = req->vol;
 	int err = READ_ONCE(req->error);
+	u64 lat_ns;
 
 	if (err) {
 		atomic64_inc(&vol->stats.errors);
@@ -38,7 +40,14 @@ static void knbd_req_complete(struct knbd_req *req)
 				    req->cmd.offset, req->cmd.len, ERR_PTR(err));
 	}
 	req->nbd_err = knbd_proto_errno_to_nbd(err);
-	atomic64_add(ktime_get_ns() - req->start_ns, &conn->lat_ns);
+	lat_ns = ktime_get_ns() - req->start_ns;
+	atomic64_add(lat_ns, &conn->lat_ns);
+	if (!conn->is_peer) {
+		/* rounded per request: a sum of truncations would drift low */
+		atomic64_add(div_u64(lat_ns + NSEC_PER_USEC / 2, NSEC_PER_USEC),
+			     &vol->stats.lat_us_sum);
+		atomic64_inc(&vol->stats.lat_ops);
+	}
 	atomic64_inc(&conn->ops);
 	atomic64_add(req->cmd.len, &conn->bytes);
 	/* The reply needs nothing of the volume: let a disable go on. */

@@ -346,42 +346,121 @@ u64 knbd_route_count(const struct knbd_route *rt, u32 id)
 }
 
 /*
- * Print the table in the format knbd_route_parse() reads, ranges merged,
- * preceded by comment lines with the checksum and shape.  Returns the
- * length written; stops (with "# ...") when @size is too small.
+ * Where the text of a table goes: @buf of @size bytes (always NUL
+ * terminated), or nowhere (@buf NULL) to count its length.  A line that
+ * does not fit whole is not written and sets @full.
  */
-int knbd_route_format(const struct knbd_route *rt, char *buf, size_t size)
+struct knbd_route_out {
+	char *buf;
+	size_t size;
+	size_t len;
+	bool full;
+};
+
+static __printf(2, 3) bool knbd_route_put(struct knbd_route_out *o, const char *fmt, ...)
 {
-	int len;
+	va_list ap;
+	int n;
+
+	if (o->full)
+		return false;
+	va_start(ap, fmt);
+	if (!o->buf) {
+		n = vsnprintf(NULL, 0, fmt, ap);
+	} else {
+		n = vsnprintf(o->buf + o->len, o->size - o->len, fmt, ap);
+		if (n >= o->size - o->len) {
+			o->buf[o->len] = '\0';	/* no torn line */
+			o->full = true;
+			n = 0;
+		}
+	}
+	va_end(ap);
+	o->len += n;
+	return !o->full;
+}
+
+/* Lines of explicit ranges from extent @start on (owner changes + 1). */
+static u32 knbd_route_ranges_from(const struct knbd_route *rt, u32 start)
+{
+	u32 i, n = 1;
+
+	for (i = start + 1; i < rt->nr_extents; i++)
+		n += rt->owner[i] != rt->owner[i - 1];
+	return n;
+}
+
+/*
+ * Room kept, once the text is known not to fit, for a range line (at most
+ * 33 bytes) and then the "# ... N more lines" one that ends a cut table.
+ */
+#define KNBD_ROUTE_CUT_ROOM	96
+
+/* @cut: the text does not fit: stop at KNBD_ROUTE_CUT_ROOM, say how much is left. */
+static void knbd_route_print(const struct knbd_route *rt, struct knbd_route_out *o, bool cut)
+{
 	u32 i, start;
 
-	len = scnprintf(buf, size,
-			"# checksum %08x extent_size %llu extents %u members %u\nepoch %llu\n",
-			rt->checksum, 1ULL << rt->extent_shift, rt->nr_extents,
-			rt->nr_members, rt->epoch);
+	knbd_route_put(o, "# checksum %08x extent_size %llu extents %u members %u\nepoch %llu\n",
+		       rt->checksum, 1ULL << rt->extent_shift, rt->nr_extents,
+		       rt->nr_members, rt->epoch);
 	if (rt->nr_stripe) {
-		len += scnprintf(buf + len, size - len, "stripe");
+		knbd_route_put(o, "stripe");
 		for (i = 0; i < rt->nr_stripe; i++)
-			len += scnprintf(buf + len, size - len, " %u", rt->stripe[i]);
-		len += scnprintf(buf + len, size - len, "\n");
-		return len;
+			knbd_route_put(o, " %u", rt->stripe[i]);
+		knbd_route_put(o, "\n");
+		return;
 	}
 	for (start = 0, i = 1; i <= rt->nr_extents; i++) {
 		if (i < rt->nr_extents && rt->owner[i] == rt->owner[start])
 			continue;
-		if (size - len < 48) {
-			len += scnprintf(buf + len, size - len, "# ...\n");
+		if (cut && o->size - o->len < KNBD_ROUTE_CUT_ROOM) {
+			/* a buffer too small for that still says it is cut */
+			if (!knbd_route_put(o, "# ... %u more lines: read routing_table\n",
+					    knbd_route_ranges_from(rt, start))) {
+				o->full = false;
+				knbd_route_put(o, "# ...\n");
+			}
 			break;
 		}
 		if (i - 1 == start)
-			len += scnprintf(buf + len, size - len, "%u %u\n", start,
-					 rt->members[rt->owner[start]]);
+			knbd_route_put(o, "%u %u\n", start, rt->members[rt->owner[start]]);
 		else
-			len += scnprintf(buf + len, size - len, "%u-%u %u\n", start,
-					 i - 1, rt->members[rt->owner[start]]);
+			knbd_route_put(o, "%u-%u %u\n", start, i - 1,
+				       rt->members[rt->owner[start]]);
 		start = i;
 	}
-	return len;
+}
+
+/*
+ * Print the table in the format knbd_route_parse() reads, ranges merged,
+ * preceded by comment lines with the checksum and shape; NUL terminated.
+ * Returns the length written.  When @size is too small for the whole text
+ * it ends, with whole lines only, in "# ... N more lines: read
+ * routing_table" (the configfs attribute that reads any size).
+ */
+int knbd_route_format(const struct knbd_route *rt, char *buf, size_t size)
+{
+	struct knbd_route_out o = { .buf = buf, .size = size };
+
+	if (!size)
+		return 0;
+	knbd_route_print(rt, &o, false);
+	if (o.full) {
+		o.len = 0;
+		o.full = false;
+		knbd_route_print(rt, &o, true);
+	}
+	return o.len;
+}
+
+/* Length of the whole text knbd_route_format() prints, without the NUL. */
+size_t knbd_route_format_len(const struct knbd_route *rt)
+{
+	struct knbd_route_out o = { };
+
+	knbd_route_print(rt, &o, false);
+	return o.len;
 }
 
 /* Owner of @offset by @rt; no table: every extent is @self's. */

@@ -100,18 +100,25 @@ static unsigned int knbd_volume_members(struct knbd_node *node, u32 *ids)
  * Every member @rt names must be this node or a configured peer: a piece
  * for anyone else could only fail.  Checked when a table is written and
  * again at enable, as a peer may have been removed or renumbered since.
+ * @why (@len bytes), if not NULL, gets the reason for routing_status.
  */
-static int knbd_volume_check_members(struct knbd_volume *vol, const struct knbd_route *rt)
+static int knbd_volume_check_members(struct knbd_volume *vol, const struct knbd_route *rt,
+				     char *why, size_t len)
 {
 	struct knbd_node *node = vol->node;
 	u32 ids[KNBD_MAX_MEMBERS], unknown;
 	unsigned int nr = knbd_volume_members(node, ids);
+	char reason[96];
 
 	if (knbd_route_members_known(rt, ids, nr, &unknown))
 		return 0;
-	pr_warn_ratelimited("%s/%s: routing epoch %llu names member %u, which is neither this node (%u) nor a configured peer\n",
-			    knbd_node_name(node), knbd_vol_name(vol), rt->epoch, unknown,
-			    node->node_id);
+	snprintf(reason, sizeof(reason),
+		 "names member %u, which is neither this node (%u) nor a configured peer",
+		 unknown, node->node_id);
+	pr_warn_ratelimited("%s/%s: routing epoch %llu %s\n", knbd_node_name(node),
+			    knbd_vol_name(vol), rt->epoch, reason);
+	if (why)
+		strscpy(why, reason, len);
 	return -EINVAL;
 }
 
@@ -137,7 +144,7 @@ int knbd_volume_enable(struct knbd_volume *vol)
 	}
 	/* A peer the table names may have gone since it was written. */
 	if (rt) {
-		ret = knbd_volume_check_members(vol, rt);
+		ret = knbd_volume_check_members(vol, rt, NULL, 0);
 		if (ret)
 			goto err;
 	}
@@ -197,7 +204,8 @@ void knbd_volume_disable(struct knbd_volume *vol)
  * clients to surprise; a new epoch with the same owners is harmless.
  */
 static int knbd_volume_check_moves(struct knbd_volume *vol, const struct knbd_route *old,
-				   const struct knbd_route *rt, bool force)
+				   const struct knbd_route *rt, bool force,
+				   char *why, size_t len)
 {
 	struct knbd_node *node = vol->node;
 	struct knbd_route_move mv;
@@ -213,9 +221,11 @@ static int knbd_volume_check_moves(struct knbd_volume *vol, const struct knbd_ro
 	what = rt ? "" : "removal, ";
 	epoch = rt ? rt->epoch : old->epoch;
 	if (!force) {
-		pr_warn_ratelimited("%s/%s: routing %sepoch %llu refused: it moves %llu extent(s) of the enabled volume, first extent %llu (offset %llu) from member %u to member %u; knbd moves no data, write the table to routing_force to publish it anyway\n",
-				    knbd_node_name(node), knbd_vol_name(vol), what, epoch, moved,
-				    mv.extent, mv.offset, mv.from, mv.to);
+		snprintf(why, len,
+			 "it moves %llu extent(s) of the enabled volume, first extent %llu (offset %llu) from member %u to member %u; knbd moves no data, write the table to routing_force to publish it anyway",
+			 moved, mv.extent, mv.offset, mv.from, mv.to);
+		pr_warn_ratelimited("%s/%s: routing %sepoch %llu refused: %s\n",
+				    knbd_node_name(node), knbd_vol_name(vol), what, epoch, why);
 		return -EBUSY;
 	}
 	pr_warn("%s/%s: routing_force: %sepoch %llu moves %llu extent(s), first extent %llu (offset %llu) from member %u to member %u, without moving their data: clients see the new owners' content\n",
@@ -224,61 +234,114 @@ static int knbd_volume_check_moves(struct knbd_volume *vol, const struct knbd_ro
 	return 0;
 }
 
+/* Only blanks: the table is removed.  @text need not be NUL terminated. */
+static bool knbd_route_text_blank(const char *text, size_t count)
+{
+	size_t i;
+
+	for (i = 0; i < count; i++)
+		if (text[i] != ' ' && text[i] != '\t' && text[i] != '\n')
+			return false;
+	return true;
+}
+
+/*
+ * Parse @text into *@rt for @vol (NULL: blank text, no table); node->lock
+ * held.  On error @why gets the reason and the log says it too.
+ */
+static int knbd_volume_parse_route(struct knbd_volume *vol, const char *text, size_t count,
+				   struct knbd_route **rt, char *why, size_t len)
+{
+	struct knbd_node *node = vol->node;
+	u64 size = vol->enabled ? vol->info.size : vol->size_cfg;
+	const char *reason;
+	int ret;
+
+	*rt = NULL;
+	if (count > KNBD_ROUTE_TEXT_MAX) {
+		snprintf(why, len, "table text of %zu bytes, more than %u", count,
+			 KNBD_ROUTE_TEXT_MAX);
+		pr_warn_ratelimited("%s/%s: routing: %s\n", knbd_node_name(node),
+				    knbd_vol_name(vol), why);
+		return -EFBIG;
+	}
+	if (knbd_route_text_blank(text, count))
+		return 0;
+	if (!size) {
+		strscpy(why, "set size before routing", len);
+		pr_warn_ratelimited("%s/%s: %s\n", knbd_node_name(node), knbd_vol_name(vol), why);
+		return -EINVAL;
+	}
+	*rt = knbd_route_parse(text, count, size, vol->extent_shift, &reason);
+	if (!IS_ERR(*rt))
+		return 0;
+	ret = PTR_ERR(*rt);
+	*rt = NULL;
+	strscpy(why, ret == -EINVAL ? reason : "out of memory", len);
+	pr_warn_ratelimited("%s/%s: routing: %s\n", knbd_node_name(node), knbd_vol_name(vol), why);
+	return ret;
+}
+
+/*
+ * routing_status: "ok epoch N", "ok removed" or "refused: <reason> (<errno
+ * name>)".  node->lock held.
+ */
+static void knbd_volume_route_outcome(struct knbd_volume *vol, const struct knbd_route *rt,
+				      int err, const char *why)
+{
+	char name[24];
+
+	lockdep_assert_held(&vol->node->lock);
+	if (!err && rt) {
+		snprintf(vol->route_status, sizeof(vol->route_status), "ok epoch %llu", rt->epoch);
+	} else if (!err) {
+		strscpy(vol->route_status, "ok removed", sizeof(vol->route_status));
+	} else {
+		snprintf(name, sizeof(name), "%pe", ERR_PTR(err));
+		snprintf(vol->route_status, sizeof(vol->route_status), "refused: %s (%s)", why,
+			 name[0] == '-' ? name + 1 : name);
+	}
+}
+
 /*
  * Publish a routing table (see route.c for the format) at once, also while
- * the volume serves: that is how a group moves to a new epoch.  Empty text
+ * the volume serves: that is how a group moves to a new epoch.  Blank text
  * removes the table (every extent local).  Readers hold RCU only.  @force:
  * written to routing_force, owner changes of an enabled volume allowed.
+ * @text need not be NUL terminated (routing_table hands its buffer).  The
+ * outcome is kept for routing_status.
  */
 int knbd_volume_set_route(struct knbd_volume *vol, const char *text, size_t count,
 			  bool force)
 {
 	struct knbd_node *node = vol->node;
-	struct knbd_route *rt = NULL, *old;
-	const char *why;
-	u64 size;
+	struct knbd_route *rt, *old;
+	char why[KNBD_ROUTE_STATUS_LEN - 32];
 	int ret;
 
 	mutex_lock(&node->lock);
-	size = vol->enabled ? vol->info.size : vol->size_cfg;
-	if (strspn(text, " \t\n") != count) {
-		if (!size) {
-			mutex_unlock(&node->lock);
-			pr_warn_ratelimited("%s/%s: set size before routing\n",
-					    knbd_node_name(node),
-					    knbd_vol_name(vol));
-			return -EINVAL;
-		}
-		rt = knbd_route_parse(text, count, size, vol->extent_shift, &why);
-		if (IS_ERR(rt)) {
-			mutex_unlock(&node->lock);
-			if (PTR_ERR(rt) == -EINVAL)
-				pr_warn_ratelimited("%s/%s: routing: %s\n", knbd_node_name(node),
-						    knbd_vol_name(vol), why);
-			else
-				pr_warn_ratelimited("%s/%s: routing: %pe\n", knbd_node_name(node),
-						    knbd_vol_name(vol), rt);
-			return PTR_ERR(rt);
-		}
-	}
+	ret = knbd_volume_parse_route(vol, text, count, &rt, why, sizeof(why));
+	if (ret)
+		goto refused;
 	old = rcu_dereference_protected(vol->route, lockdep_is_held(&node->lock));
-	ret = 0;
 	if (rt && old && rt->epoch < old->epoch) {
-		pr_warn_ratelimited("%s/%s: routing epoch %llu is older than the current %llu\n",
-				    knbd_node_name(node), knbd_vol_name(vol), rt->epoch,
-				    old->epoch);
+		snprintf(why, sizeof(why), "epoch %llu is older than the current %llu",
+			 rt->epoch, old->epoch);
+		pr_warn_ratelimited("%s/%s: routing %s\n", knbd_node_name(node),
+				    knbd_vol_name(vol), why);
 		ret = -EINVAL;
+		goto refused;
 	}
-	if (!ret && rt)
-		ret = knbd_volume_check_members(vol, rt);
-	if (!ret)
-		ret = knbd_volume_check_moves(vol, old, rt, force);
-	if (ret) {
-		mutex_unlock(&node->lock);
-		knbd_route_free(rt);
-		return ret;
+	if (rt) {
+		ret = knbd_volume_check_members(vol, rt, why, sizeof(why));
+		if (ret)
+			goto refused;
 	}
+	ret = knbd_volume_check_moves(vol, old, rt, force, why, sizeof(why));
+	if (ret)
+		goto refused;
 	rcu_assign_pointer(vol->route, rt);
+	knbd_volume_route_outcome(vol, rt, 0, NULL);
 	mutex_unlock(&node->lock);
 	if (rt)
 		pr_info("%s/%s: routing epoch %llu checksum %08x, %u extents, this member (%u) owns %llu\n",
@@ -290,4 +353,9 @@ int knbd_volume_set_route(struct knbd_volume *vol, const char *text, size_t coun
 		knbd_route_free(old);
 	}
 	return 0;
+refused:
+	knbd_volume_route_outcome(vol, NULL, ret, why);
+	mutex_unlock(&node->lock);
+	knbd_route_free(rt);
+	return ret;
 }
