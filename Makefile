@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # knbd top-level Makefile.
-#   make                 build knbd.ko against the installed Debian kernel
+#   make                 build knbd.ko + ip_vs_knbd.ko for the running kernel if it has headers,
+#                        else the newest installed one (Debian's on a host without headers)
 #   make KDIR=/path      build against another kernel tree
 #   make demo            install deps, boot a VM, serve a volume, run fio
 #   make check           install deps, run every test, the debug-kernel run last (CI runs this)
@@ -116,10 +117,11 @@ UNITS := $(wildcard systemd/*.service)
 install: install-modules install-tools
 
 # depmod.sh of the kernel tree is skipped (DEPMOD=true): with DESTDIR there is
-# nothing to update, without it depmod runs below for KVER.
+# nothing to update, without it depmod runs below for KVER. No signing: a
+# distribution's headers have no kernel signing key (DKMS signs with its own).
 install-modules: modules
 	$(MAKE) -C $(KDIR) M=$(PWD) INSTALL_MOD_PATH=$(DESTDIR) \
-		INSTALL_MOD_DIR=$(INSTALL_MOD_DIR) DEPMOD=true modules_install
+		INSTALL_MOD_DIR=$(INSTALL_MOD_DIR) DEPMOD=true CONFIG_MODULE_SIG_ALL= modules_install
 	@if [ -z "$(DESTDIR)" ]; then echo "depmod -a $(KVER)"; depmod -a $(KVER); \
 	else echo "DESTDIR set: run depmod -a $(KVER) on the target"; fi
 

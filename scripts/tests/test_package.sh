@@ -75,7 +75,7 @@ chk_debs_present() {
 
 chk_install() {
 	local t0=$SECONDS rc
-	with_timeout 900 dpkg -i "$DKMS_DEB" "$TOOLS_DEB" >"$PLOG" 2>&1
+	DEBIAN_FRONTEND=noninteractive with_timeout 900 dpkg -i "$DKMS_DEB" "$TOOLS_DEB" >"$PLOG" 2>&1
 	rc=$?
 	log "    dpkg -i (DKMS build for $KVER included): $((SECONDS - t0))s"
 	echo "dpkg -i took $((SECONDS - t0))s" >>"$PLOG"
@@ -242,7 +242,7 @@ chk_knbdctl() {
 
 chk_remove() {
 	local st rc
-	with_timeout 300 dpkg -r knbd-tools knbd-dkms >>"$PLOG" 2>&1
+	DEBIAN_FRONTEND=noninteractive with_timeout 300 dpkg -r knbd-tools knbd-dkms >>"$PLOG" 2>&1
 	rc=$?
 	[ "$rc" -eq 0 ] || { why "dpkg -r exited $rc: $(tail -n 5 "$PLOG" | tr '\n' ' ')"; return 1; }
 	st=$(dkms status knbd 2>&1)
