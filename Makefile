@@ -93,7 +93,7 @@ soak:
 	scripts/soak.sh $(SOAK_ARGS)
 
 help:
-	@sed -n '3,20p' Makefile
+	@sed -n '3,21p' Makefile
 
 # ------------------------------------------------------------- packaging --
 # One version for the modules (MODULE_VERSION, Kbuild), the tools (--version),
