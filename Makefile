@@ -129,6 +129,7 @@ install-tools: tools
 	install -d $(DESTDIR)$(SBINDIR)
 	install -m 755 tools/knbd-reconnect $(DESTDIR)$(SBINDIR)/knbd-reconnect
 	if [ -f tools/knbdctl ]; then install -m 755 tools/knbdctl $(DESTDIR)$(SBINDIR)/knbdctl; fi
+	install -D -m 644 VERSION $(DESTDIR)$(PREFIX)/share/knbd/VERSION
 	set -e; for m in $(MANPAGES); do s=$${m##*.}; \
 		install -d $(DESTDIR)$(MANDIR)/man$$s; \
 		install -m 644 $$m $(DESTDIR)$(MANDIR)/man$$s/; done
@@ -144,7 +145,9 @@ uninstall:
 	rm -f $(DESTDIR)/lib/modules/$(KVER)/$(INSTALL_MOD_DIR)/knbd.ko \
 		$(DESTDIR)/lib/modules/$(KVER)/$(INSTALL_MOD_DIR)/ip_vs_knbd.ko
 	-rmdir $(DESTDIR)/lib/modules/$(KVER)/$(INSTALL_MOD_DIR) 2>/dev/null
-	rm -f $(DESTDIR)$(SBINDIR)/knbd-reconnect $(DESTDIR)$(SBINDIR)/knbdctl
+	rm -f $(DESTDIR)$(SBINDIR)/knbd-reconnect $(DESTDIR)$(SBINDIR)/knbdctl \
+		$(DESTDIR)$(PREFIX)/share/knbd/VERSION
+	-rmdir $(DESTDIR)$(PREFIX)/share/knbd 2>/dev/null
 	set -e; for m in $(MANPAGES); do s=$${m##*.}; \
 		rm -f $(DESTDIR)$(MANDIR)/man$$s/$${m##*/}; done
 	set -e; for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$${u##*/}; done

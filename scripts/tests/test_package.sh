@@ -178,6 +178,8 @@ chk_files() {
 		/lib/systemd/system/knbd-reconnect@.service || { why "knbd-reconnect@.service ExecStart"; return 1; }
 	grep -q '^Restart=on-failure' /lib/systemd/system/knbd-reconnect@.service ||
 		{ why "knbd-reconnect@.service: no Restart=on-failure"; return 1; }
+	[ "$(cat /usr/share/knbd/VERSION 2>&1)" = "$VERSION" ] ||
+		{ why "/usr/share/knbd/VERSION: $(cat /usr/share/knbd/VERSION 2>&1)"; return 1; }
 }
 
 chk_reconnect_cli() {
@@ -270,7 +272,8 @@ chk_remove() {
 	! modinfo -n knbd >/dev/null 2>&1 || { why "knbd still installed: $(modinfo -n knbd)"; return 1; }
 	! modinfo -n ip_vs_knbd >/dev/null 2>&1 || { why "ip_vs_knbd still installed"; return 1; }
 	for f in /usr/sbin/knbd-reconnect /usr/src/knbd-"$VERSION" /lib/systemd/system/knbd-reconnect@.service \
-		/usr/share/man/man8/knbd-reconnect.8.gz "/lib/modules/$KVER/updates/dkms/knbd.ko"; do
+		/usr/share/man/man8/knbd-reconnect.8.gz /usr/share/knbd/VERSION \
+		"/lib/modules/$KVER/updates/dkms/knbd.ko"; do
 		[ ! -e "$f" ] || { why "$f left after dpkg -r"; return 1; }
 	done
 }
