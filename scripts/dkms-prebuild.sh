@@ -16,6 +16,7 @@
 set -euo pipefail
 
 debs=${1:?usage: dkms-prebuild.sh DEBS_DIR [KVER]}
+debs=$(cd "$debs" && pwd)	# dkms runs in a scratch directory
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 version=$(cat "$repo/VERSION")
 kver=${2:-$(for d in /lib/modules/*/build/Makefile; do [ -e "$d" ] && echo "$d"; done |
@@ -48,4 +49,5 @@ done
 rm -f "$debs/knbd-$version.dkms.tar.gz"
 (cd "$work" && dkms mktarball "${dk[@]}" --archive "$debs/knbd-$version.dkms.tar.gz") >"$work/tar.out" 2>&1 ||
 	{ cat "$work/tar.out"; echo "dkms-prebuild: dkms mktarball failed" >&2; exit 1; }
+[ -s "$debs/knbd-$version.dkms.tar.gz" ] || { cat "$work/tar.out"; echo "dkms-prebuild: no tarball" >&2; exit 1; }
 echo "dkms-prebuild: $debs/knbd-$version.dkms.tar.gz"
