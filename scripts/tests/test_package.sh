@@ -6,8 +6,8 @@
 #     tmpfs (the guest root is the host's, read-only over 9p)
 #   - dpkg -i knbd-dkms + knbd-tools: knbd-dkms's postinst gets both modules
 #     into DKMS for the running kernel and installs them; dkms status says
-#     installed. The compile itself takes 10-15 min in this TCG guest (2 min
-#     alone on 2 vCPUs at best), so by default it is done on the host by the
+#     installed. Compiling makes dpkg -i take 7 min in this TCG guest (more
+#     with other VMs running; 96 s without), so by default it is done on the host by the
 #     same DKMS with the package's dkms.conf (scripts/dkms-prebuild.sh, the
 #     tarball KNBD_DEBS/knbd-VERSION.dkms.tar.gz) and the postinst loads that
 #     (its "dkms ldtarball" path for prebuilt modules, then "dkms install");
