@@ -50,6 +50,25 @@ else
 	fail build.tools "make tools failed, see $LOGDIR/build-tools.log"
 fi
 
+# knbd-dkms and knbd-tools .debs (dpkg-buildpackage in a scratch copy); the VM's
+# test_package.sh installs them (KNBD_DEBS, see run_vm_suite)
+DEBS=$LOGDIR/deb
+rm -rf "$DEBS"
+if make -s deb DEB_OUT="$DEBS" DEB_BUILD="$LOGDIR/deb-build" >"$LOGDIR/build-deb.log" 2>&1 &&
+	ls "$DEBS"/knbd-dkms_*_all.deb "$DEBS"/knbd-tools_*.deb >/dev/null 2>&1; then
+	pass build.deb
+	# the DKMS build of knbd-dkms (its dkms.conf, Debian's headers) here, not in the TCG guest
+	if scripts/dkms-prebuild.sh "$DEBS" >"$LOGDIR/build-dkms.log" 2>&1; then
+		pass build.dkms
+	else
+		tail -30 "$LOGDIR/build-dkms.log"
+		fail build.dkms "scripts/dkms-prebuild.sh failed, see $LOGDIR/build-dkms.log"
+	fi
+else
+	tail -30 "$LOGDIR/build-deb.log"
+	fail build.deb "make deb failed, see $LOGDIR/build-deb.log"
+fi
+
 # checkpatch.pl and its data files come from the linux-source tarball (once, cached).
 checkpatch_path() {
 	local dir=$CACHE/checkpatch
@@ -130,6 +149,8 @@ run_vm_suite() {
 	shift
 	[ -z "${KNBD_VM_CASES:-}" ] || gargs+=(--env "KNBD_CASES=$KNBD_VM_CASES")
 	[ -z "${KNBD_VM_GROUP_MB:-}" ] || gargs+=(--env "KNBD_GROUP_MB=$KNBD_VM_GROUP_MB")
+	[ ! -d "$DEBS" ] || gargs+=(--env "KNBD_DEBS=$DEBS")
+	[ -z "${KNBD_PKG_GUEST_BUILD:-}" ] || gargs+=(--env "KNBD_PKG_GUEST_BUILD=$KNBD_PKG_GUEST_BUILD")
 	out=$LOGDIR/vm-$label
 	rm -rf "$out"
 	mkdir -p "$out"

@@ -6,9 +6,9 @@ set -euo pipefail
 PKGS_RUN="qemu-system-x86 linux-image-amd64 linux-headers-amd64 busybox-static kmod
   iproute2 cpio nbd-client nbd-server fio libnbd-bin nbdkit qemu-utils ipvsadm
   util-linux e2fsprogs procps psmisc make gcc libnl-3-dev libnl-genl-3-dev
-  nvme-cli python3-matplotlib linux-perf dmsetup"
+  nvme-cli python3-matplotlib linux-perf dmsetup dkms"
 PKGS_DEV="sparse linux-source-6.1 bc flex bison libelf-dev libssl-dev dwarves python3
-  xz-utils rsync"
+  xz-utils rsync debhelper dh-dkms fakeroot dpkg-dev"
 
 want="$PKGS_RUN"
 [ "${1:-}" = "--run-only" ] || want="$want $PKGS_DEV"

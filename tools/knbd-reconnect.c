@@ -72,12 +72,20 @@ static struct {
 	bool check_only;	/* -c */
 	bool exit_on_disconnect; /* -x */
 	bool verbose;		/* -v */
+	bool nbdtab;		/* -t: host, port, export from the nbdtab entry */
+	const char *nbdtab_file; /* -f, default /etc/nbdtab */
+	bool print_config;	/* --print-config */
 } opt = {
 	.index = -1,
 	.port = "10809",
 	.export_name = "",
 	.dead_timeout = -1,
+	.nbdtab_file = "/etc/nbdtab",
 };
+
+#ifndef KNBD_VERSION
+#define KNBD_VERSION "unknown"
+#endif
 
 /* ---------------------------------------------------------------- logging -- */
 
@@ -819,6 +827,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 "usage: %s -d DEV -H HOST [-p PORT] [-N EXPORT] [-D SECS] [-r] [-x] [-b BACKEND] [-v]\n"
+"       %s -d DEV [-t] [-f FILE] [options]    (host, port, export from /etc/nbdtab)\n"
 "       %s -c -H HOST [-p PORT] [-N EXPORT] [-d DEV]\n"
 "\n"
 "Keep an nbd.ko device fully connected: on every NBD_CMD_LINK_DEAD event for\n"
@@ -826,22 +835,31 @@ static void usage(FILE *f)
 "and hand the socket to nbd.ko (NBD_CMD_RECONFIGURE), which puts it in the\n"
 "place of the dead connection. Retries with backoff (%d ms .. %d s).\n"
 "\n"
-"  -d DEV     /dev/nbdN, nbdN or N\n"
-"  -H HOST    server or group address (name or IP)\n"
-"  -p PORT    TCP port (default 10809)\n"
-"  -N EXPORT  export name (default: \"\")\n"
-"  -D SECS    set the device's dead-connection timeout: with every connection\n"
-"             down, I/O waits up to SECS for a reconnect instead of failing\n"
-"             (set again whenever the device gets connected)\n"
-"  -r         at startup, restore connections that are already dead\n"
-"  -x         exit when the device is disconnected (nbd-client -d)\n"
-"  -b ID      backend identifier (default: /sys/block/nbdN/backend)\n"
-"  -c         check only: handshake, print the export size and flags, exit\n"
-"  -v         also log events of other devices\n"
-"  -h         this help\n"
+"  -d, --device DEV           /dev/nbdN, nbdN or N\n"
+"  -H, --host HOST            server or group address (name or IP)\n"
+"  -p, --port PORT            TCP port (default 10809)\n"
+"  -N, --export NAME          export name (default: \"\")\n"
+"  -t, --nbdtab               take host, export and port= of DEV's entry in the\n"
+"                             nbdtab (nbdtab(5)); the default when -H is not\n"
+"                             given; options given here win\n"
+"  -f, --nbdtab-file FILE     read FILE instead of /etc/nbdtab (implies -t)\n"
+"  -D, --dead-timeout SECS    set the device's dead-connection timeout: with\n"
+"                             every connection down, I/O waits up to SECS for a\n"
+"                             reconnect instead of failing (set again whenever\n"
+"                             the device gets connected)\n"
+"  -r, --startup-reconnect    at startup, restore connections already dead\n"
+"  -x, --exit-on-disconnect   exit when the device is disconnected (nbd-client -d)\n"
+"  -b, --backend ID           backend identifier (default: /sys/block/nbdN/backend)\n"
+"  -c, --check                check only: handshake, print the export size and\n"
+"                             flags, exit\n"
+"  -P, --print-config         print the settings (after the nbdtab) and exit\n"
+"  -v, --verbose              also log events of other devices\n"
+"  -V, --version              print the version and exit\n"
+"  -h, --help                 this help\n"
 "\n"
-"Logs one line per event to stderr. SIGTERM/SIGINT: exit 0 with a summary.\n",
-		prog, prog, BACKOFF_MIN_MS, BACKOFF_MAX_MS / 1000);
+"Logs one line per event to stderr. SIGTERM/SIGINT: exit 0 with a summary.\n"
+"See knbd-reconnect(8).\n",
+		prog, prog, prog, BACKOFF_MIN_MS, BACKOFF_MAX_MS / 1000);
 }
 
 static int parse_dev(const char *s)
@@ -859,6 +877,136 @@ static int parse_dev(const char *s)
 	if (errno || end == p || *end || v < 0 || v > INT_MAX)
 		return -1;
 	return (int)v;
+}
+
+/* ----------------------------------------------------------------- nbdtab -- */
+
+/*
+ * /etc/nbdtab, as nbd-client(8) reads it (nbdtab(5)): one device a line,
+ * "DEV HOST EXPORT [OPTION,OPTION...]", '#' starts a comment line, fields
+ * separated by blanks. DEV is nbdN or /dev/nbdN. Of the options, port=N
+ * gives the port; unix and the TLS ones (certfile=, keyfile=, cacertfile=,
+ * tlshostname=) ask for what this helper cannot do and are refused; the
+ * others (conns=, timeout=, bs=, persist, swap, ...) are nbd-client's and
+ * ignored. Values given on the command line win over the entry's.
+ * Returns 0, or 2 after printing "FILE:LINE: reason".
+ */
+static int nbdtab_option(const char *file, int ln, char *o, bool port_set)
+{
+	static const char *const refused[] = {
+		"unix", "certfile", "keyfile", "cacertfile", "tlshostname", "tls", NULL,
+	};
+	char *eq = strchr(o, '=');
+	size_t klen = eq ? (size_t)(eq - o) : strlen(o);
+	int i;
+
+	if (!klen) {
+		fprintf(stderr, "%s: %s:%d: empty option\n", prog, file, ln);
+		return 2;
+	}
+	for (i = 0; refused[i]; i++) {
+		if (strlen(refused[i]) == klen && !strncmp(o, refused[i], klen)) {
+			fprintf(stderr, "%s: %s:%d: option '%.*s' is not supported by %s\n",
+				prog, file, ln, (int)klen, o, prog);
+			return 2;
+		}
+	}
+	if (klen == 4 && !strncmp(o, "port", 4)) {
+		char *end;
+		long v;
+
+		errno = 0;
+		v = eq ? strtol(eq + 1, &end, 10) : -1;
+		if (!eq || errno || end == eq + 1 || *end || v < 1 || v > 65535) {
+			fprintf(stderr, "%s: %s:%d: bad port in '%s' (1..65535)\n", prog, file,
+				ln, o);
+			return 2;
+		}
+		if (!port_set) {
+			opt.port = strdup(eq + 1);
+			if (!opt.port)
+				return 2;
+		}
+	}
+	return 0;
+}
+
+static int read_nbdtab(bool host_set, bool port_set, bool export_set)
+{
+	const char *file = opt.nbdtab_file;
+	char line[8192];
+	int ln = 0, rc = 2;
+	FILE *f;
+
+	f = fopen(file, "re");
+	if (!f) {
+		fprintf(stderr, "%s: %s: %s\n", prog, file, strerror(errno));
+		return 2;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		char *save = NULL, *dev, *host, *exp, *opts, *extra, *o;
+
+		ln++;
+		if (!strchr(line, '\n') && !feof(f)) {
+			fprintf(stderr, "%s: %s:%d: line too long\n", prog, file, ln);
+			goto out;
+		}
+		dev = strtok_r(line, " \t\r\n", &save);
+		if (!dev || dev[0] == '#')
+			continue;
+		if (parse_dev(dev) != opt.index)
+			continue;	/* another device, or one we cannot parse: nbd-client's */
+		host = strtok_r(NULL, " \t\r\n", &save);
+		exp = strtok_r(NULL, " \t\r\n", &save);
+		opts = strtok_r(NULL, " \t\r\n", &save);
+		extra = strtok_r(NULL, " \t\r\n", &save);
+		if (!host || !exp) {
+			fprintf(stderr, "%s: %s:%d: %s: want \"%s HOST EXPORT [OPTIONS]\"\n",
+				prog, file, ln, dev, dev);
+			goto out;
+		}
+		if (extra && extra[0] != '#') {
+			fprintf(stderr, "%s: %s:%d: unexpected '%s' after the options\n", prog,
+				file, ln, extra);
+			goto out;
+		}
+		if (opts && opts[0] == '#')
+			opts = NULL;
+		for (o = opts ? strtok_r(opts, ",", &save) : NULL; o;
+		     o = strtok_r(NULL, ",", &save)) {
+			if (nbdtab_option(file, ln, o, port_set))
+				goto out;
+		}
+		if (!host_set)
+			opt.host = strdup(host);
+		if (!export_set)
+			opt.export_name = strdup(exp);
+		if (!opt.host || !opt.export_name)
+			goto out;
+		rc = 0;
+		goto out;
+	}
+	if (ferror(f))
+		fprintf(stderr, "%s: %s: %s\n", prog, file, strerror(errno));
+	else
+		fprintf(stderr, "%s: %s: no entry for nbd%d\n", prog, file, opt.index);
+out:
+	fclose(f);
+	return rc;
+}
+
+static void print_config(void)
+{
+	printf("device nbd%d\nhost %s\nport %s\nexport %s\n", opt.index, opt.host, opt.port,
+	       opt.export_name);
+	if (opt.nbdtab)
+		printf("nbdtab %s\n", opt.nbdtab_file);
+	if (opt.dead_timeout >= 0)
+		printf("dead-timeout %lld\n", opt.dead_timeout);
+	if (opt.backend)
+		printf("backend %s\n", opt.backend);
+	printf("startup-reconnect %d\nexit-on-disconnect %d\n", opt.startup_reconnect,
+	       opt.exit_on_disconnect);
 }
 
 static int check_only(void)
@@ -904,7 +1052,27 @@ int main(int argc, char **argv)
 	char last_err[sizeof(hs_err)] = "";
 	bool connected;
 
-	while ((c = getopt(argc, argv, "d:H:p:N:D:rxb:cvh")) != -1) {
+	static const struct option longopts[] = {
+		{ "device",		required_argument,	NULL, 'd' },
+		{ "host",		required_argument,	NULL, 'H' },
+		{ "port",		required_argument,	NULL, 'p' },
+		{ "export",		required_argument,	NULL, 'N' },
+		{ "nbdtab",		no_argument,		NULL, 't' },
+		{ "nbdtab-file",	required_argument,	NULL, 'f' },
+		{ "dead-timeout",	required_argument,	NULL, 'D' },
+		{ "startup-reconnect",	no_argument,		NULL, 'r' },
+		{ "exit-on-disconnect",	no_argument,		NULL, 'x' },
+		{ "backend",		required_argument,	NULL, 'b' },
+		{ "check",		no_argument,		NULL, 'c' },
+		{ "print-config",	no_argument,		NULL, 'P' },
+		{ "verbose",		no_argument,		NULL, 'v' },
+		{ "version",		no_argument,		NULL, 'V' },
+		{ "help",		no_argument,		NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	bool port_set = false, export_set = false;
+
+	while ((c = getopt_long(argc, argv, "d:H:p:N:tf:D:rxb:cPvVh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'd':
 			opt.index = parse_dev(optarg);
@@ -914,8 +1082,10 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'H': opt.host = optarg; break;
-		case 'p': opt.port = optarg; break;
-		case 'N': opt.export_name = optarg; break;
+		case 'p': opt.port = optarg; port_set = true; break;
+		case 'N': opt.export_name = optarg; export_set = true; break;
+		case 't': opt.nbdtab = true; break;
+		case 'f': opt.nbdtab_file = optarg; opt.nbdtab = true; break;
 		case 'D': {
 			char *end;
 
@@ -932,12 +1102,31 @@ int main(int argc, char **argv)
 		case 'x': opt.exit_on_disconnect = true; break;
 		case 'b': opt.backend = optarg; break;
 		case 'c': opt.check_only = true; break;
+		case 'P': opt.print_config = true; break;
 		case 'v': opt.verbose = true; break;
+		case 'V': printf("%s %s\n", prog, KNBD_VERSION); return 0;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
-	if (optind != argc || !opt.host || (opt.index < 0 && !opt.check_only)) {
+	if (optind != argc) {
+		fprintf(stderr, "%s: unexpected argument '%s'\n", prog, argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	/* no -H: the device's nbdtab entry, as nbd-client would use it */
+	if (!opt.host && opt.index >= 0)
+		opt.nbdtab = true;
+	if (opt.nbdtab) {
+		if (opt.index < 0) {
+			fprintf(stderr, "%s: --nbdtab needs -d DEV\n", prog);
+			return 2;
+		}
+		c = read_nbdtab(opt.host != NULL, port_set, export_set);
+		if (c)
+			return c;
+	}
+	if (!opt.host || (opt.index < 0 && !opt.check_only)) {
 		usage(stderr);
 		return 2;
 	}
@@ -951,6 +1140,10 @@ int main(int argc, char **argv)
 	}
 	if (opt.index >= 0)
 		snprintf(dev_name, sizeof(dev_name), "nbd%d", opt.index);
+	if (opt.print_config) {
+		print_config();
+		return 0;
+	}
 	setup_signals();
 
 	if (opt.check_only)

@@ -308,3 +308,4 @@ module_init(ip_vs_knbd_init);
 module_exit(ip_vs_knbd_cleanup);
 MODULE_DESCRIPTION("IPVS scheduler: least knbd load (knbd group client allocation)");
 MODULE_LICENSE("GPL");
+MODULE_VERSION(KNBD_VERSION);

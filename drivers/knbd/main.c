@@ -68,3 +68,4 @@ module_init(knbd_init);
 module_exit(knbd_exit);
 MODULE_DESCRIPTION("knbd: in-kernel scale-out NBD server");
 MODULE_LICENSE("GPL");
+MODULE_VERSION(KNBD_VERSION);
