@@ -94,6 +94,11 @@ chk_build() {
 	mkdir -p "$ETC" && printf '%s\n' "$KEY" >"$ETC/seed.key" || { why "cannot write $ETC"; return 1; }
 	rt2=$(ctl group plan --members 1,2,3 --size 24M --extent-size 64K) ||
 		{ why "group plan failed"; return 1; }
+	# v4: 1024 one-extent ranges (about 7 KB, past the 4000 bytes knbdctl writes
+	# through routing): written and restored through routing_table
+	awk 'BEGIN { print "epoch 4"; for (i = 0; i < 1024; i++) print i, 1 + i % 3 }' \
+		>"$KNBD_TMP/ctl-rt4" || return 1
+	[ "$(wc -c <"$KNBD_TMP/ctl-rt4")" -gt 4000 ] || { why "v4 table too short"; return 1; }
 	for i in 1 2 3; do
 		# one key from a file (set), the others as hex (create)
 		key=group_key=$KEY
@@ -116,6 +121,9 @@ chk_build() {
 		ctl_ok create volume "m$i/v3" backing_path="$KNBD_TMP/ctl-m$i-v3.img" size=8M \
 			block_size=4096 direct_io=0 routing="epoch 3; 0-3 2; 4-7 3" \
 			allowed_hosts="127.0.0.0/8, ::1" enable=1 || return 1
+		: >"$KNBD_TMP/ctl-m$i-v4.img" || return 1
+		ctl_ok create volume "m$i/v4" backing_path="$KNBD_TMP/ctl-m$i-v4.img" size=64M extent_size=64K \
+			routing="@$KNBD_TMP/ctl-rt4" enable=1 || return 1
 	done
 	for i in 1 2 3; do
 		ctl_ok set "m$i" enable=1 || return 1
@@ -153,6 +161,8 @@ for n, node in doc["nodes"].items():
         if peer["live"]["state"].get("state") != "up": fail("%s/%s link %s" % (n, p, peer["live"]["state"]))
     r = node["volumes"]["v2"]["live"]["routing"]
     if r["epoch"] != 1 or r["extents"] != {"1": 128, "2": 128, "3": 128}: fail("v2 routing %s" % r)
+    r = node["volumes"]["v4"]["live"]["routing"]
+    if r["epoch"] != 4 or r["extents"] != {"1": 342, "2": 341, "3": 341}: fail("v4 routing %s" % r)
     r = node["volumes"]["v1"]["live"]["routing"]
     if r["extents"] != {"1": 6, "2": 5, "3": 5}: fail("v1 routing %s" % r)
     if "reads" not in node["volumes"]["v1"]["live"]["stats"]: fail("no volume stats")
