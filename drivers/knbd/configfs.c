@@ -493,14 +493,17 @@ static ssize_t knbd_volume_routing_table_read(struct config_item *item, void *bu
 		if (!text)
 			return -ENOMEM;
 	}
-	/* node->lock pins the table: only its holder replaces (and then frees) it */
-	mutex_lock(&vol->node->lock);
-	rt = rcu_dereference_protected(vol->route, lockdep_is_held(&vol->node->lock));
+	/*
+	 * RCU, as routing_show: a reader (any user may read) must not hold
+	 * node->lock, which handshakes and the load monitor take.
+	 */
+	rcu_read_lock();
+	rt = rcu_dereference(vol->route);
 	if (rt && !buf)
 		len = knbd_route_format_len(rt);
 	else if (rt)
 		len = knbd_route_format(rt, text, size + 1);
-	mutex_unlock(&vol->node->lock);
+	rcu_read_unlock();
 	if (!buf)
 		return len;
 	memcpy(buf, text, len);
@@ -1646,6 +1649,12 @@ CONFIGFS_ATTR_WO(knbd_node_, drain);
  * volume name (NAME_MAX), the state and five numbers.
  */
 #define KNBD_CLIENTS_LINE_MAX	640
+/*
+ * Room a line may grow by between the sizing and the filling read (the
+ * same read(2)): counters gaining digits, a state name getting longer.
+ * Without it a line that grew would push the rest of the list out.
+ */
+#define KNBD_CLIENTS_LINE_SLACK	24
 /* Never reached: KNBD_MAX_CONNS_LIMIT clients and the member links. */
 #define KNBD_CLIENTS_MAX_SIZE	(64U << 20)
 
@@ -1668,9 +1677,10 @@ static int knbd_conn_line(struct knbd_conn *conn, char *line)
 }
 
 /*
- * One line per connection, whole at any size.  read(NULL) sizes it; the
- * second read fills whole lines up to @size: connections opened in between
- * are left out, closed ones leave padding (knbd_cfg_pad()).
+ * One line per connection, whole at any size.  read(NULL) sizes it, with
+ * KNBD_CLIENTS_LINE_SLACK per line; the second read fills whole lines up to
+ * @size: connections opened in between are left out, closed ones and the
+ * unused slack leave padding (knbd_cfg_pad()).
  */
 static ssize_t knbd_node_clients_read(struct config_item *item, void *buf, size_t size)
 {
@@ -1690,6 +1700,8 @@ static ssize_t knbd_node_clients_read(struct config_item *item, void *buf, size_
 			if (len + n > size)
 				break;
 			memcpy(buf + len, line, n);
+		} else {
+			n += KNBD_CLIENTS_LINE_SLACK;
 		}
 		len += n;
 	}

@@ -342,12 +342,13 @@ int knbd_volume_set_route(struct knbd_volume *vol, const char *text, size_t coun
 		goto refused;
 	rcu_assign_pointer(vol->route, rt);
 	knbd_volume_route_outcome(vol, rt, 0, NULL);
-	mutex_unlock(&node->lock);
+	/* under the lock: the next writer may free @rt as soon as it is dropped */
 	if (rt)
 		pr_info("%s/%s: routing epoch %llu checksum %08x, %u extents, this member (%u) owns %llu\n",
 			knbd_node_name(node), knbd_vol_name(vol), rt->epoch, rt->checksum,
 			rt->nr_extents,
 			node->node_id, knbd_route_count(rt, node->node_id));
+	mutex_unlock(&node->lock);
 	if (old) {
 		synchronize_rcu();
 		knbd_route_free(old);
