@@ -530,6 +530,21 @@ class TestRestore(Base):
         self.ok("restore", self.conf)
         self.assertEqual(self.cfs.keys["m1"], KEY)
 
+    def test_null_key_ignores_keystore(self):
+        # a node saved without a key gets none, even with a key file left over
+        self.saved()
+        with open(self.conf) as f:
+            doc = json.load(f)
+        doc["nodes"]["m1"]["group_key"] = None
+        with open(self.conf, "w") as f:
+            json.dump(doc, f)
+        os.makedirs(self.keys, exist_ok=True)
+        with open(os.path.join(self.keys, "m1.key"), "w") as f:
+            f.write(KEY.upper() + "\n")
+        self.ok("restore", self.conf)
+        self.assertNotIn("m1", self.cfs.keys)
+        self.assertIn("m2", self.cfs.keys)
+
     def test_clear_tolerates_missing_module(self):
         shutil.rmtree(self.cfs.root)
         rc, _, err = self.ctl("clear")
