@@ -259,6 +259,68 @@ chk_knbdctl() {
 	grep -qw -- "$VERSION" <<<"$out" || { why "knbdctl --version: '$out', want $VERSION"; return 1; }
 }
 
+# The admin's path with the installed files only: a three-member group made
+# with /usr/sbin/knbdctl, "knbdctl save" to /etc/knbd/config.json, a simulated
+# reboot (everything cleared, knbd unloaded), then the ExecStart line of the
+# installed knbd.service (modprobe loads the DKMS build), and its ExecStop.
+PKEY=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff
+
+pkg_links_up() {
+	/usr/sbin/knbdctl show --json 2>/dev/null | python3 -c '
+import json, sys
+doc = json.load(sys.stdin)
+nodes = doc["nodes"]
+ok = sorted(nodes) == ["p1", "p2", "p3"] and all(
+    n["live"]["peer_auth"] == "hmac-sha256" and len(n["peers"]) == 2 and
+    all(p["live"]["state"].get("state") == "up" for p in n["peers"].values())
+    for n in nodes.values())
+sys.exit(0 if ok else 1)'
+}
+
+unit_line() { sed -n "s/^$1=//p" /lib/systemd/system/knbd.service; }
+
+chk_admin_boot() {
+	local i j rt start stop before after out
+	modprobe knbd || { why "modprobe knbd"; return 1; }
+	ip link set lo up
+	rt=$(/usr/sbin/knbdctl group plan --members 1,2,3 --size 12M --extent-size 64K) ||
+		{ why "group plan"; return 1; }
+	for i in 1 2 3; do
+		: >"$KNBD_TMP/pkg-p$i.img"
+		out=$(/usr/sbin/knbdctl create node "p$i" node_id="$i" group_id=9 listen_addr=127.0.0.1 \
+			listen_port=$((10860 + i)) peer_port=$((10870 + i)) group_key="$PKEY" 2>&1) ||
+			{ why "create node p$i: $out"; return 1; }
+		for j in 1 2 3; do
+			[ "$i" = "$j" ] && continue
+			out=$(/usr/sbin/knbdctl create peer "p$i/p$j" addr=127.0.0.1 port=$((10870 + j)) \
+				node_id="$j" 2>&1) || { why "create peer p$i/p$j: $out"; return 1; }
+		done
+		out=$(/usr/sbin/knbdctl create volume "p$i/gv" backing_path="$KNBD_TMP/pkg-p$i.img" \
+			size=12M extent_size=64K routing="$rt" enable=1 2>&1) || { why "create volume p$i/gv: $out"; return 1; }
+		out=$(/usr/sbin/knbdctl set "p$i" enable=1 2>&1) || { why "enable p$i: $out"; return 1; }
+	done
+	wait_until 60 pkg_links_up || { why "member links not up after knbdctl create"; return 1; }
+	out=$(/usr/sbin/knbdctl save 2>&1) || { why "knbdctl save: $out"; return 1; }
+	[ "$(stat -c %a /etc/knbd/config.json 2>&1)" = 600 ] || { why "/etc/knbd/config.json mode: $(stat -c %a /etc/knbd/config.json 2>&1)"; return 1; }
+	before=$(/usr/sbin/knbdctl save - 2>&1) || { why "save -: $before"; return 1; }
+	grep -q "$PKEY" /etc/knbd/config.json || { why "the group key is not in the saved file"; return 1; }
+	# the reboot: nothing configured, no module
+	out=$(/usr/sbin/knbdctl clear 2>&1) || { why "knbdctl clear: $out"; return 1; }
+	rmmod knbd || { why "rmmod knbd after clear"; return 1; }
+	start=$(unit_line ExecStart) stop=$(unit_line ExecStop)
+	[ -n "$start" ] && [ -n "$stop" ] || { why "no ExecStart/ExecStop in the installed knbd.service"; return 1; }
+	# shellcheck disable=SC2086
+	out=$($start 2>&1) || { why "ExecStart ($start): $out"; return 1; }
+	[ "$(cat /sys/module/knbd/version 2>&1)" = "$VERSION" ] || { why "restore loaded knbd $(cat /sys/module/knbd/version 2>&1)"; return 1; }
+	wait_until 60 pkg_links_up || { why "member links not up after the restore at boot"; return 1; }
+	after=$(/usr/sbin/knbdctl save - 2>&1) || { why "save - after restore: $after"; return 1; }
+	[ "$before" = "$after" ] || { why "restored configuration differs: $(diff <(echo "$before") <(echo "$after") | head -n 5 | tr '\n' ' ')"; return 1; }
+	# shellcheck disable=SC2086
+	out=$($stop 2>&1) || { why "ExecStop ($stop): $out"; return 1; }
+	[ -z "$(ls -A "$KNBD_CFS/nodes" 2>/dev/null)" ] || { why "nodes left after ExecStop: $(ls "$KNBD_CFS/nodes")"; return 1; }
+	rmmod knbd || { why "rmmod knbd after ExecStop"; return 1; }
+}
+
 chk_remove() {
 	local st rc
 	DEBIAN_FRONTEND=noninteractive with_timeout 300 dpkg -r knbd-tools knbd-dkms >>"$PLOG" 2>&1
@@ -297,6 +359,7 @@ if [ -n "${DKMS_DEB:-}" ] && [ -n "${TOOLS_DEB:-}" ]; then
 	t_run package_reconnect_nbdtab chk_nbdtab
 	if [ -e "$KNBD_REPO/tools/knbdctl" ]; then
 		t_run package_knbdctl_version chk_knbdctl
+		t_run package_admin_boot chk_admin_boot
 	else
 		log "=== package_knbdctl_version: no tools/knbdctl in this tree, not run"
 	fi
