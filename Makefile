@@ -171,3 +171,11 @@ deb:
 	mv $(DEB_BUILD)/*.deb $(DEB_OUT)/
 	rm -rf $(DEB_BUILD)
 	@ls -l $(DEB_OUT)/*.deb
+
+# ------------------------------------------------------ patched nbd.ko --
+# nbd.ko of linux-source-6.1 + patches/nbd/*.patch for KDIR's kernel into
+# out/nbd-patched/nbd.ko (Documentation/nbd-patch.md); the tests load it with
+# nbd_use patched (scripts/tests/lib.sh) or --env KNBD_NBD=patched.
+.PHONY: nbd-patched
+nbd-patched:
+	KDIR=$(KDIR) scripts/nbd-patched.sh

@@ -49,6 +49,13 @@ else
 	tail -30 "$LOGDIR/build-tools.log"
 	fail build.tools "make tools failed, see $LOGDIR/build-tools.log"
 fi
+# the patched nbd.ko the VM tests load with nbd_use patched (test_nbdpatch.sh)
+if make -s nbd-patched >"$LOGDIR/build-nbd-patched.log" 2>&1 && [ -f out/nbd-patched/nbd.ko ]; then
+	pass build.nbd_patched
+else
+	tail -30 "$LOGDIR/build-nbd-patched.log"
+	fail build.nbd_patched "make nbd-patched failed, see $LOGDIR/build-nbd-patched.log"
+fi
 
 # knbd-dkms and knbd-tools .debs (dpkg-buildpackage in a scratch copy); the VM's
 # test_package.sh installs them (KNBD_DEBS, see run_vm_suite)
@@ -151,6 +158,7 @@ run_vm_suite() {
 	[ -z "${KNBD_VM_GROUP_MB:-}" ] || gargs+=(--env "KNBD_GROUP_MB=$KNBD_VM_GROUP_MB")
 	[ ! -d "$DEBS" ] || gargs+=(--env "KNBD_DEBS=$DEBS")
 	[ -z "${KNBD_PKG_GUEST_BUILD:-}" ] || gargs+=(--env "KNBD_PKG_GUEST_BUILD=$KNBD_PKG_GUEST_BUILD")
+	[ -z "${KNBD_NBD:-}" ] || gargs+=(--env "KNBD_NBD=$KNBD_NBD")
 	out=$LOGDIR/vm-$label
 	rm -rf "$out"
 	mkdir -p "$out"
