@@ -79,6 +79,11 @@ log "guest-main: tests: ${tests[*]} (limit ${limit}s each)"
 modprobe configfs 2>/dev/null
 mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config 2>/dev/null
 modprobe nbd nbds_max=16 2>/dev/null
+# --env KNBD_NBD=patched: every test runs on the patched nbd.ko (make nbd-patched)
+if [ "${KNBD_NBD:-stock}" = patched ] && ! nbd_use patched; then
+	t_fail nbd_patched "KNBD_NBD=patched: $T_WHY"
+fi
+log "guest-main: nbd.ko $(nbd_which)"
 knbd_force_cleanup >/dev/null 2>&1
 KMEMLEAK=/sys/kernel/debug/kmemleak
 mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null

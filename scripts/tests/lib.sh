@@ -569,3 +569,68 @@ kmemleak_knbd() {
 			if (n) { printf "%d leak(s) through knbd, first: %s\n", n, first; exit 1 }
 		}' "$out"
 }
+
+# ------------------------------------------------------ stock/patched nbd.ko --
+# The patched nbd.ko (`make nbd-patched`, Documentation/nbd-patch.md) requeues
+# the requests of a dead connection at once instead of at the request timeout.
+KNBD_NBD_PATCHED_KO=${KNBD_NBD_PATCHED_KO:-$KNBD_REPO/out/nbd-patched/nbd.ko}
+
+# nbd_which: prints stock or patched (the nbd.ko loaded now), none when no nbd
+# is loaded, builtin when it is part of the kernel (a debug kernel). The
+# patched one is built out of tree: its taint has O, Debian's in-tree one not.
+nbd_which() {
+	local t=''
+	if [ ! -d /sys/module/nbd ]; then
+		echo none
+	elif [ ! -e /sys/module/nbd/initstate ]; then
+		echo builtin
+	else
+		read -r t </sys/module/nbd/taint 2>/dev/null
+		case $t in *O*) echo patched ;; *) echo stock ;; esac
+	fi
+}
+
+# nbd_use stock|patched: load that nbd.ko (nbds_max=16) in place of the one
+# loaded; fails with a reason when a device is in use, nbd is built in, or the
+# patched .ko is missing.
+nbd_use() {
+	local want=$1 cur d sz out stock_ko
+	case $want in
+	stock | patched) ;;
+	*) why "nbd_use: stock or patched, not '$want'"; return 1 ;;
+	esac
+	if [ "$want" = patched ] && [ ! -f "$KNBD_NBD_PATCHED_KO" ]; then
+		why "$KNBD_NBD_PATCHED_KO missing (run make nbd-patched)"
+		return 1
+	fi
+	cur=$(nbd_which)
+	[ "$cur" != "$want" ] || return 0
+	[ "$cur" != builtin ] || { why "nbd is built into $(uname -r): cannot load the $want nbd.ko"; return 1; }
+	if [ "$cur" != none ]; then
+		for d in /sys/block/nbd*; do
+			[ -e "$d" ] || continue
+			sz=0
+			read -r sz <"$d/size" 2>/dev/null
+			if [ "$sz" != 0 ] || [ -e "$d/pid" ]; then
+				why "nbd_use $want: ${d##*/} is in use"
+				return 1
+			fi
+		done
+		out=$(with_timeout 30 rmmod nbd 2>&1) || { why "nbd_use $want: rmmod nbd: $out"; return 1; }
+	fi
+	if [ "$want" = patched ]; then
+		out=$(insmod "$KNBD_NBD_PATCHED_KO" nbds_max=16 2>&1)
+	else
+		# the in-tree module itself, not one installed under updates/
+		stock_ko=/lib/modules/$(uname -r)/kernel/drivers/block/nbd.ko
+		if [ -f "$stock_ko" ]; then
+			out=$(insmod "$stock_ko" nbds_max=16 2>&1)
+		else
+			out=$(modprobe nbd nbds_max=16 2>&1)
+		fi
+	fi || { why "nbd_use $want: loading failed: $out"; return 1; }
+	cur=$(nbd_which)
+	[ "$cur" = "$want" ] || { why "nbd_use $want: $cur nbd.ko loaded instead"; return 1; }
+	wait_until 10 test -b /dev/nbd15 || { why "nbd_use $want: no /dev/nbd15 after loading"; return 1; }
+	log "nbd.ko: $want"
+}
