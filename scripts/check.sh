@@ -125,6 +125,20 @@ stage_static() {
 		tail -20 "$LOGDIR/knbdctl-unit.log"
 		fail static.knbdctl_unit "see $LOGDIR/knbdctl-unit.log"
 	fi
+
+	step "static: checkpatch --strict on patches/nbd"
+	# on stdin: checkpatch takes a file git tracks for a source file, not a patch
+	if cp=$(checkpatch_path) &&
+		(for p in patches/nbd/*.patch; do
+			echo "== $p"
+			perl "$cp" --no-tree --strict --terse --show-types - <"$p" || exit 1
+		done) >"$LOGDIR/checkpatch-nbd.log" 2>&1 &&
+		! grep -q -E ': (ERROR|WARNING|CHECK):' "$LOGDIR/checkpatch-nbd.log"; then
+		pass static.nbd_patch_checkpatch
+	else
+		grep -E ': (ERROR|WARNING|CHECK):' "$LOGDIR/checkpatch-nbd.log" | head -20
+		fail static.nbd_patch_checkpatch "see $LOGDIR/checkpatch-nbd.log"
+	fi
 }
 
 stage_kunit() {
