@@ -8,8 +8,9 @@ reader that times O_DIRECT reads through /dev/nbdN (test_nbdpatch.sh).
         gets a READ in [TRAP_OFF, TRAP_OFF + TRAP_LEN) leaves it unanswered,
         and every later one of that range on it, for MS ms (default 300), then
         resets that connection (SO_LINGER 0: RST) without answering them. Once:
-        afterwards every connection is answered. --pause-ms: accept no new
-        connection for that long after the reset (a reconnect has to wait).
+        afterwards every connection is answered. --pause-ms: a connection
+        accepted within MS ms after the reset gets its greeting only then (a
+        reconnect has to wait).
         Prints READY, "CONN n", "HELD conn=n off=O" and
         "RESET conn=n held=K t=MONOTONIC" lines (flushed). --arm-file: no
         trap before F exists (keeps probes of the new device out of it).
@@ -163,6 +164,12 @@ class Server:
 
     def serve_conn(self, c, me):
         held = []
+        # --pause-ms: a connection accepted in the pause waits for its end
+        # (resume_at is set before the reset goes out: no reconnect is earlier)
+        with self.lock:
+            pause = self.resume_at - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
 
         def due():
             return self.trapped == me and time.monotonic() >= self.reset_at
@@ -209,16 +216,9 @@ class Server:
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         ls.bind(("127.0.0.1", self.a.port))
         ls.listen(16)
-        ls.settimeout(0.02)
         say("READY")
         while True:
-            if time.monotonic() < self.resume_at:
-                time.sleep(0.02)
-                continue
-            try:
-                c, _ = ls.accept()
-            except socket.timeout:
-                continue
+            c, _ = ls.accept()
             c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.nconn += 1
             say("CONN %d" % self.nconn)
