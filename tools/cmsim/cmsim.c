@@ -38,6 +38,7 @@ struct conn {
 	u64 load;		/* its member's EWMA of it */
 	int member;		/* -1: in transit or gone */
 	bool alive;
+	bool hot;		/* in the hot set: 3x its demand */
 	bool ipvs;		/* came through the group address (IPVS active) */
 	long back_at;		/* in transit: reconnects then (ms) */
 	int from[2];		/* the members it was moved off, last first */
@@ -66,6 +67,10 @@ struct member {
 	int ipvs_active;
 	long last_sent, last_got;	/* moved connections, for the flips */
 };
+
+/* knbd_cm_tick()'s ARRAY_SIZE(mon->pick); --batch to try others */
+static unsigned int batch = KNBD_CM_MAX_BATCH;
+static bool verbose;
 
 struct sim;
 typedef void (*event_fn)(struct sim *s);
@@ -107,7 +112,7 @@ struct sim {
 	int nc, ccap;
 	int ipvs_last;
 	/* totals */
-	int moves, wasted, flips, skipped, deferred, churn_in, churn_out;
+	int moves, wasted, wasted_twice, flips, skipped, deferred, churn_in, churn_out;
 	int max_transit;
 	struct period per[64];
 	int np;
@@ -117,6 +122,8 @@ struct sim {
 	struct knbd_cm_member mv[MAX_M + 1];
 	u64 cand_load[MAX_CAND];
 	int cand_idx[MAX_CAND];
+	int pick[KNBD_CM_MAX_BATCH];
+	u64 pick_load[KNBD_CM_MAX_BATCH];
 };
 
 /* ---- random numbers (xorshift64*), deterministic per seed ---- */
@@ -391,6 +398,7 @@ static void record_move(struct sim *s, int mi, int ci)
 
 	/* moved twice within 10 s */
 	if (c->moved_at >= 0 && s->now_ms - c->moved_at < WASTE_MS) {
+		s->wasted_twice++;
 		s->wasted++;
 		pd->wasted++;
 	}
@@ -411,7 +419,7 @@ static void cm_tick(struct sim *s, int self)
 	struct member *me = &s->m[self];
 	unsigned long now = jiffies_at(s->now_ms), tick = msecs_to_jiffies(TICK_MS);
 	struct knbd_cm_member *m = s->mv;
-	int map[MAX_M + 1], nr = 1, nc = 0, i, pick;
+	int map[MAX_M + 1], nr = 1, nc = 0, i, k, np;
 	enum knbd_cm_verdict v;
 	struct knbd_cm_group g;
 	u64 target, own, l;
@@ -450,25 +458,37 @@ static void cm_tick(struct sim *s, int self)
 	me->st.last_move = now ?: 1;
 	for (i = 0, own = 0; i < nc; i++)
 		own += s->cand_load[i];
-	pick = nc < 2 ? -1 : knbd_cm_pick(s->cand_load, nc, own, g.min, target);
-	if (pick < 0) {
+	np = nc < 2 ? 0 : knbd_cm_pick_batch(s->cand_load, nc, own, g.min, target,
+					     s->pick, s->pick_load,
+					     min(batch, knbd_cm_batch_max(m, nr, 0, &g)));
+	if (!np) {
 		s->skipped++;
 		return;
 	}
-	knbd_cm_moved(&me->st, m, nr, now);
-	l = s->cand_load[pick];
-	me->cm_load = me->cm_load > l ? me->cm_load - l : 0;
-	for (i = 1; i < nr; i++) {
-		if (me->peer_fresh[map[i]] && me->peer_cm[map[i]] == g.min) {
-			me->peer_cm[map[i]] += l;
-			break;
-		}
+	for (k = 0, l = 0; k < np; k++)
+		l += s->pick_load[k];
+	knbd_cm_moved(&me->st, m, nr, now, l);
+	for (k = 0; k < np; k++) {
+		int ci = s->cand_idx[s->pick[k]];
+		unsigned int lo = 0;
+
+		/* knbd_cm_book(): off us, onto the least loaded member */
+		l = s->pick_load[k];
+		me->cm_load = me->cm_load > l ? me->cm_load - l : 0;
+		for (i = 1; i < nr; i++)
+			if (m[i].fresh && (!lo || m[i].load < m[lo].load))
+				lo = i;
+		if (lo)
+			m[lo].load += l;
+		record_move(s, self, ci);
+		conn_detach(s, ci);
+		/* drain (>= 100 ms of waiting for stragglers), then the client's reconnect */
+		s->c[ci].back_at = s->now_ms + 150 + 500 + (long)(rnd01(s) * 1500);
 	}
-	record_move(s, self, s->cand_idx[pick]);
-	conn_detach(s, s->cand_idx[pick]);
-	/* drain (>= 100 ms of waiting for stragglers), then the client's reconnect */
-	s->c[s->cand_idx[pick]].back_at = s->now_ms + 150 +
-		500 + (long)(rnd01(s) * 1500);
+	/* knbd_cm_book_peers() */
+	for (i = 1; i < nr; i++)
+		if (me->peer_fresh[map[i]])
+			me->peer_cm[map[i]] = m[i].load;
 }
 
 static void member_tick(struct sim *s, int mi)
@@ -583,15 +603,19 @@ static void shift(struct sim *s)
 {
 	int k = max(1, s->nm / 8), i, j;
 
-	for (i = 0; i < s->nc; i++)
-		if (s->c[i].alive && s->c[i].demand > 500 * UNIT * 2)
+	for (i = 0; i < s->nc; i++) {
+		if (s->c[i].hot)
 			s->c[i].demand /= 3;
+		s->c[i].hot = false;
+	}
 	s->hot_base = (s->hot_base + s->nm / 3 + 1) % s->nm;
 	for (i = 0; i < k; i++) {
 		struct member *mb = &s->m[(s->hot_base + i) % s->nm];
 
-		for (j = 0; j < mb->nr; j++)
+		for (j = 0; j < mb->nr; j++) {
 			s->c[mb->conns[j]].demand *= 3;
+			s->c[mb->conns[j]].hot = true;
+		}
 	}
 }
 
@@ -624,7 +648,8 @@ static void sim_init(struct sim *s, const struct scenario *sc, u64 seed)
 			for (j = 0; j < s->nm; j++)
 				if (true_load(s, j) < true_load(s, lo))
 					lo = j;
-		conn_attach(s, ci, lo, false);
+		/* a group in use: its clients came through the group address */
+		conn_attach(s, ci, lo, sc->hot == sc->members);
 	}
 	s->ipvs_last = s->nm - 1;
 }
@@ -715,7 +740,6 @@ static const struct scenario scenarios[] = {
 	  .demand_kind = 2, .shift_ms = 60000, .goal_s = 60, .goal_moves = 1.1 },
 };
 
-static bool verbose;
 
 static int report(struct sim *s, bool check)
 {
@@ -753,6 +777,9 @@ static int report(struct sim *s, bool check)
 	       s->ticks ? 100.0 * s->bal_ticks / s->ticks : 0.0,
 	       check ? (fail ? "FAIL" : "ok") : "");
 	if (verbose)
+		printf("  wasted: %d moved twice within 10 s, %d back where they left\n",
+		       s->wasted_twice, s->wasted - s->wasted_twice);
+	if (verbose)
 		for (i = 0; i < s->np; i++)
 			printf("  period %d at %.0f s: balanced after %.1f s, moves %d (min %d), wasted %d\n",
 			       i, s->per[i].start / 1000.0,
@@ -780,6 +807,7 @@ int main(int argc, char **argv)
 		{ "csv", required_argument, NULL, 'o' },
 		{ "only", required_argument, NULL, 'n' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "batch", required_argument, NULL, 'b' },
 		{ "help", no_argument, NULL, 'h' },
 		{ }
 	};
@@ -799,6 +827,7 @@ int main(int argc, char **argv)
 		case 'o': csvdir = optarg; break;
 		case 'n': only = optarg; break;
 		case 'v': verbose = true; break;
+		case 'b': batch = clamp(atoi(optarg), 1, KNBD_CM_MAX_BATCH); break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
