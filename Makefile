@@ -171,3 +171,11 @@ deb:
 	mv $(DEB_BUILD)/*.deb $(DEB_OUT)/
 	rm -rf $(DEB_BUILD)
 	@ls -l $(DEB_OUT)/*.deb
+
+# ------------------------------------------------------ policy simulator --
+# make sim: tools/cmsim (the connection manager's connmgr.c + load.c built unchanged, host only)
+# over every scenario: a table on stdout, CSV in out/sim/ (tools/cmsim/README.md).
+# SIM_ARGS="--seeds 5" or "--only 64x4000 --verbose".
+.PHONY: sim
+sim:
+	$(MAKE) -C tools/cmsim run O=$(PWD)/out/sim

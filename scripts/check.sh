@@ -118,6 +118,14 @@ stage_static() {
 		tail -20 "$LOGDIR/knbdctl-unit.log"
 		fail static.knbdctl_unit "see $LOGDIR/knbdctl-unit.log"
 	fi
+
+	step "static: connection manager simulator (tools/cmsim, goals of issue 14)"
+	if make -s -C tools/cmsim check O="$PWD/out/sim" >"$LOGDIR/cmsim.log" 2>&1; then
+		pass static.cmsim
+	else
+		tail -25 "$LOGDIR/cmsim.log"
+		fail static.cmsim "see $LOGDIR/cmsim.log"
+	fi
 }
 
 stage_kunit() {
