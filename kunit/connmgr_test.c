@@ -455,17 +455,17 @@ static void cm_pick_batch_sums_to_target(struct kunit *test)
 static void cm_pick_batch_largest_first(struct kunit *test)
 {
 	/*
-	 * A gap bigger than any connection: the largest (fewest moves),
-	 * knbd_cm_pick()'s quarter rule would refuse all of 100s against
-	 * 60000.  Then the closest to what is left (300 for 1000), then
-	 * stop: 2000 for 700 would overshoot more than it closes.
+	 * A gap bigger than any connection: the largest (fewest moves);
+	 * knbd_cm_pick()'s quarter rule would refuse every 100-odd against
+	 * 30000.  Then the closest to what is left (3000 for 4000), then
+	 * stop: 2000 for 1000 would overshoot as much as it closes.
 	 */
-	u64 loads[] = { 100, 5000, 300, 2000 };
+	u64 loads[] = { 2600, 5000, 3000, 2000 };
 	u64 small[200], pl[KNBD_CM_MAX_BATCH];
 	int picks[KNBD_CM_MAX_BATCH];
 	unsigned int i;
 
-	KUNIT_ASSERT_EQ(test, knbd_cm_pick_batch(loads, 4, 7400, 0, 6000, picks, pl,
+	KUNIT_ASSERT_EQ(test, knbd_cm_pick_batch(loads, 4, 12600, 0, 9000, picks, pl,
 						 KNBD_CM_MAX_BATCH), 2U);
 	KUNIT_EXPECT_EQ(test, picks[0], 1);
 	KUNIT_EXPECT_EQ(test, picks[1], 2);
@@ -475,6 +475,24 @@ static void cm_pick_batch_largest_first(struct kunit *test)
 						 4), 4U);
 	KUNIT_EXPECT_EQ(test, picks[0], 199);
 	KUNIT_EXPECT_EQ(test, pl[3], 296ULL);
+}
+
+static void cm_pick_batch_same_size(struct kunit *test)
+{
+	/*
+	 * A heavy client and light ones: the heavy goes alone (the group
+	 * address could put a light one next to it); the lights, next time,
+	 * together.
+	 */
+	u64 loads[] = { 1000, 5000, 1000, 1000, 1000, 1000 };
+	u64 pl[KNBD_CM_MAX_BATCH];
+	int picks[KNBD_CM_MAX_BATCH];
+
+	KUNIT_ASSERT_EQ(test, knbd_cm_pick_batch(loads, 6, 10000, 0, 8000, picks, pl,
+						 KNBD_CM_MAX_BATCH), 1U);
+	KUNIT_EXPECT_EQ(test, picks[0], 1);
+	KUNIT_EXPECT_EQ(test, knbd_cm_pick_batch(loads, 6, 5000, 0, 3000, picks, pl,
+						 KNBD_CM_MAX_BATCH), 3U);
 }
 
 static void cm_pick_batch_max(struct kunit *test)
@@ -644,6 +662,7 @@ static struct kunit_case knbd_connmgr_cases[] = {
 	KUNIT_CASE(cm_pick_own_not_above_min),
 	KUNIT_CASE(cm_pick_batch_sums_to_target),
 	KUNIT_CASE(cm_pick_batch_largest_first),
+	KUNIT_CASE(cm_pick_batch_same_size),
 	KUNIT_CASE(cm_pick_batch_max),
 	KUNIT_CASE(cm_pick_batch_stays_above_min),
 	KUNIT_CASE(cm_converges_simulated),

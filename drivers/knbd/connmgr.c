@@ -252,7 +252,8 @@ static u64 knbd_cm_largest(const u64 *conn_load, unsigned int nr, u64 own,
  * some of it is left, the connection closest to what is left, or the
  * largest one while what is left is more than any one carries (fewest
  * moves), as long as it brings the total closer to @target (less than
- * twice what is left) and leaves us above the least loaded member.  A
+ * twice what is left), is of the size of the first (within a factor of
+ * 2) and leaves us above the least loaded member.  A
  * group far out of balance needs many moves; one per decision, each
  * waiting for its client to come back, takes minutes at a few hundred
  * connections, and against a gap of many connections no single one is
@@ -276,6 +277,15 @@ unsigned int knbd_cm_pick_batch(u64 *conn_load, unsigned int nr, u64 own,
 			break;
 		l = conn_load[pick];
 		if (n && l >= 2 * left)
+			break;
+		/*
+		 * The group address cannot tell a heavy arrival from a light
+		 * one: of a heavy and a light client coming back at once, the
+		 * second may join the first on the member both saw least
+		 * loaded (tools/cmsim, 4heavy).  One decision moves only
+		 * connections within a factor of 2 of its first.
+		 */
+		if (n && (l < pick_load[0] / 2 || l > 2 * pick_load[0]))
 			break;
 		picks[n] = pick;
 		pick_load[n++] = l;

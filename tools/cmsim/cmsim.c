@@ -71,6 +71,8 @@ struct member {
 /* knbd_cm_tick()'s ARRAY_SIZE(mon->pick); --batch to try others */
 static unsigned int batch = KNBD_CM_MAX_BATCH;
 static bool verbose;
+/* --noise: every scenario's sample noise instead of its own (< 0: own) */
+static double noise_override = -1;
 
 struct sim;
 typedef void (*event_fn)(struct sim *s);
@@ -497,7 +499,7 @@ static void cm_tick(struct sim *s, int self)
 static void member_tick(struct sim *s, int mi)
 {
 	struct member *mb = &s->m[mi];
-	double nz = s->sc->noise;
+	double nz = noise_override >= 0 ? noise_override : s->sc->noise;
 	u64 sum = 0;
 	int i;
 
@@ -812,6 +814,7 @@ static int report(struct sim *s, bool check)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: cmsim [--seed N] [--seeds K] [--quick] [--check] [--csv DIR] [--only NAME]\n"
+		"             [--verbose] [--batch N] [--noise X]\n"
 		"  Runs the connection manager policy over simulated groups; prints one row per\n"
 		"  scenario (and seed). --check: exit 1 unless every scenario meets its goals.\n");
 }
@@ -827,6 +830,7 @@ int main(int argc, char **argv)
 		{ "only", required_argument, NULL, 'n' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "batch", required_argument, NULL, 'b' },
+		{ "noise", required_argument, NULL, 'z' },
 		{ "help", no_argument, NULL, 'h' },
 		{ }
 	};
@@ -847,6 +851,7 @@ int main(int argc, char **argv)
 		case 'o': csvdir = optarg; break;
 		case 'n': only = optarg; break;
 		case 'v': verbose = true; break;
+		case 'z': noise_override = atof(optarg); break;
 		case 'b': batch = clamp(atoi(optarg), 1, KNBD_CM_MAX_BATCH); break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
