@@ -495,6 +495,24 @@ static void cm_pick_batch_same_size(struct kunit *test)
 						 KNBD_CM_MAX_BATCH), 3U);
 }
 
+static void cm_pick_batch_not_worth_it(struct kunit *test)
+{
+	/*
+	 * 8300 cannot go (the receiver at 3000 would end above us); the 100
+	 * next to it closes 3 % of the 3600 wanted: no decision, even one
+	 * move at most.  The loads are left as they were.
+	 */
+	u64 loads[] = { 8300, 100 };
+	u64 pl[KNBD_CM_MAX_BATCH];
+	int picks[KNBD_CM_MAX_BATCH];
+
+	KUNIT_EXPECT_EQ(test, knbd_cm_pick_batch(loads, 2, 8400, 3000, 3600, picks, pl,
+						 KNBD_CM_MAX_BATCH), 0U);
+	KUNIT_EXPECT_EQ(test, knbd_cm_pick_batch(loads, 2, 8400, 3000, 3600, picks, pl, 1),
+			0U);
+	KUNIT_EXPECT_EQ(test, loads[1], 100ULL);
+}
+
 static void cm_pick_batch_max(struct kunit *test)
 {
 	u64 loads[] = { 1000, 1000, 1000, 1000 };
@@ -663,6 +681,7 @@ static struct kunit_case knbd_connmgr_cases[] = {
 	KUNIT_CASE(cm_pick_batch_sums_to_target),
 	KUNIT_CASE(cm_pick_batch_largest_first),
 	KUNIT_CASE(cm_pick_batch_same_size),
+	KUNIT_CASE(cm_pick_batch_not_worth_it),
 	KUNIT_CASE(cm_pick_batch_max),
 	KUNIT_CASE(cm_pick_batch_stays_above_min),
 	KUNIT_CASE(cm_converges_simulated),

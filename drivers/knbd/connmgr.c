@@ -253,23 +253,32 @@ static u64 knbd_cm_largest(const u64 *conn_load, unsigned int nr, u64 own,
  * largest one while what is left is more than any one carries (fewest
  * moves), as long as it brings the total closer to @target (less than
  * twice what is left), is of the size of the first (within a factor of
- * 2) and leaves us above the least loaded member.  A
- * group far out of balance needs many moves; one per decision, each
- * waiting for its client to come back, takes minutes at a few hundred
- * connections, and against a gap of many connections no single one is
- * "worth a move" by knbd_cm_pick()'s quarter rule.  Picked entries of
- * @conn_load are set to 0 (so not picked again); their indices go to
- * @picks and their loads to @pick_load, at most @max of them.  Returns
- * how many.
+ * 2) and leaves us above the least loaded member.  A group far out of
+ * balance needs many moves; one per decision, each waiting for its
+ * client to come back, takes minutes at a few hundred connections, and
+ * against a gap of many connections no single one is "worth a move" by
+ * knbd_cm_pick()'s quarter rule: the decision as a whole must be.
+ * Picked entries of @conn_load are set to 0 (so not picked again); their
+ * indices go to @picks and their loads to @pick_load, at most @max of
+ * them.  Returns how many.
  */
 unsigned int knbd_cm_pick_batch(u64 *conn_load, unsigned int nr, u64 own,
 				u64 min, u64 target, int *picks, u64 *pick_load,
 				unsigned int max)
 {
-	unsigned int n = 0;
-	u64 left = target, l;
+	u64 left = target, moved = 0, worth, l;
+	unsigned int n = 0, i;
 	int pick;
 
+	if (!nr)
+		return 0;
+	/*
+	 * A move costs its client a reconnect: a decision that closes less
+	 * than a quarter of what @max of our average connections would (or
+	 * of @target) is not worth it, e.g. an idle connection next to the
+	 * one that carries all the load.
+	 */
+	worth = min_t(u64, target, max * div_u64(own, nr)) / 4;
 	while (n < max) {
 		l = knbd_cm_largest(conn_load, nr, own, min);
 		pick = knbd_cm_pick(conn_load, nr, own, min, min(left, l));
@@ -291,11 +300,16 @@ unsigned int knbd_cm_pick_batch(u64 *conn_load, unsigned int nr, u64 own,
 		pick_load[n++] = l;
 		conn_load[pick] = 0;
 		own -= l;
+		moved += l;
 		if (l >= left)
 			break;
 		left -= l;
 	}
-	return n;
+	if (moved >= worth)
+		return n;
+	for (i = 0; i < n; i++)
+		conn_load[picks[i]] = pick_load[i];
+	return 0;
 }
 
 const char *knbd_cm_verdict_name(enum knbd_cm_verdict v)
