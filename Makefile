@@ -179,3 +179,11 @@ deb:
 .PHONY: nbd-patched
 nbd-patched:
 	KDIR=$(KDIR) scripts/nbd-patched.sh
+
+# ------------------------------------------------------ policy simulator --
+# make sim: tools/cmsim (the connection manager's connmgr.c + load.c built unchanged, host only)
+# over every scenario: a table on stdout, CSV in out/sim/ (tools/cmsim/README.md).
+# SIM_ARGS="--seeds 5" or "--only 64x4000 --verbose".
+.PHONY: sim
+sim:
+	$(MAKE) -C tools/cmsim run O=$(PWD)/out/sim

@@ -2,8 +2,8 @@
 /*
  * KUnit suite for the connection manager policy of drivers/knbd/connmgr.c:
  * combining the members' reports (stale ones left out), when a member is
- * over-utilised (threshold, hysteresis, hold time, rate, deference to a
- * busier member) and which connection it moves.
+ * over-utilised (threshold, hysteresis, hold time, rate, waiting for moved
+ * clients to land when that matters) and which connections it moves.
  *
  * Run with scripts/kunit.sh.
  */
@@ -135,7 +135,8 @@ static void cm_assess_waits_for_move_to_land(struct kunit *test)
 
 	knbd_cm_assess(&cm_defaults, &st, m, 3, 0, 1000);
 	KUNIT_ASSERT_EQ(test, knbd_cm_assess(&cm_defaults, &st, m, 3, 0, t), KNBD_CM_MOVE);
-	knbd_cm_moved(&st, m, 3, t);
+	/* a sixth of the group's load: it shows in the mean */
+	knbd_cm_moved(&st, m, 3, t, 5000);
 	KUNIT_EXPECT_EQ(test, st.conns_before, 6U);
 	/* drained, client not back yet: 5 in the group, long past the interval */
 	m[0].conns = 5;
@@ -165,7 +166,7 @@ static void cm_assess_lost_client_lands_late(struct kunit *test)
 	struct knbd_cm_state st = { };
 
 	knbd_cm_assess(&cm_defaults, &st, m, 3, 0, 1000);
-	knbd_cm_moved(&st, m, 3, t);
+	knbd_cm_moved(&st, m, 3, t, 5000);
 	m[0].conns = 5;
 	KUNIT_EXPECT_EQ(test, knbd_cm_assess(&cm_defaults, &st, m, 3, 0,
 					     t + KNBD_CM_LAND_TIME - 1), KNBD_CM_WAIT);
@@ -236,34 +237,64 @@ static void cm_assess_any_member_over(struct kunit *test)
 			KNBD_CM_IDLE);
 }
 
-static void cm_assess_defers_to_lower_id_shedder(struct kunit *test)
+static void cm_assess_sheds_alongside_others(struct kunit *test)
 {
 	/*
-	 * Views a tick apart: 1 and 2 each see themselves as the busiest.
-	 * 2 gives way while 1 is shedding; 1 goes on whatever 2 says.
+	 * Each sheds only its own excess and those add up to what the
+	 * members under the mean lack: a peer shedding (lower id or not) does
+	 * not hold us back.
 	 */
-	struct knbd_cm_member me1[] = { M(1, 30000), { .id = 2, .load = 28000,
-		.fresh = true, .shedding = true }, M(3, 0) };
 	struct knbd_cm_member me2[] = { M(2, 31000), { .id = 1, .load = 29000,
-		.fresh = true, .shedding = true }, M(3, 0) };
+		.fresh = true, .shedding = true }, M(3, 0), M(4, 0) };
+	unsigned long hold = msecs_to_jiffies(1000);
 	struct knbd_cm_state st = { };
 
-	KUNIT_EXPECT_EQ(test, knbd_cm_assess(&cm_defaults, &st, me1, 3, 0, 100),
+	KUNIT_EXPECT_EQ(test, knbd_cm_assess(&cm_defaults, &st, me2, 4, 0, 100),
 			KNBD_CM_WAIT);
-	memset(&st, 0, sizeof(st));
-	KUNIT_EXPECT_EQ(test, knbd_cm_assess(&cm_defaults, &st, me2, 3, 0, 100),
-			KNBD_CM_DEFER);
-	KUNIT_EXPECT_FALSE(test, st.active);
-	KUNIT_EXPECT_EQ(test, st.over_since, 0UL);
-	/* 1 stopped shedding: 2 starts its own hold. */
-	me2[1].shedding = false;
-	KUNIT_EXPECT_EQ(test, knbd_cm_assess(&cm_defaults, &st, me2, 3, 0, 101),
+	KUNIT_EXPECT_TRUE(test, st.active);
+	KUNIT_EXPECT_EQ(test, knbd_cm_assess(&cm_defaults, &st, me2, 4, 0, 100 + hold),
+			KNBD_CM_MOVE);
+}
+
+static void cm_assess_small_move_needs_no_landing(struct kunit *test)
+{
+	/*
+	 * 16 members, mean 2500: moving 3000 misses from the mean by 187,
+	 * under the 10 % hysteresis (250): the next decision comes after the
+	 * interval, clients back or not, and their landing adds no wait.
+	 */
+	struct knbd_cm_member three[] = { { .id = 1, .load = 9000, .conns = 6, .fresh = true },
+					  M(2, 0), M(3, 0) };
+	struct knbd_cm_member m[16];
+	unsigned long hold = msecs_to_jiffies(1000), ival = msecs_to_jiffies(500);
+	unsigned long t = 1000 + hold;
+	struct knbd_cm_state st = { };
+	unsigned int i;
+
+	for (i = 0; i < 16; i++)
+		m[i] = (struct knbd_cm_member){ .id = i + 1, .load = i < 2 ? 20000 : 0,
+						.conns = i < 2 ? 40 : 0, .fresh = true };
+	knbd_cm_assess(&cm_defaults, &st, m, 16, 0, 1000);
+	KUNIT_ASSERT_EQ(test, knbd_cm_assess(&cm_defaults, &st, m, 16, 0, t), KNBD_CM_MOVE);
+	knbd_cm_moved(&st, m, 16, t, 3000);
+	st.last_move = t;
+	m[0].conns = 34;
+	KUNIT_EXPECT_EQ(test, knbd_cm_assess(&cm_defaults, &st, m, 16, 0, t + ival),
+			KNBD_CM_MOVE);
+	KUNIT_EXPECT_TRUE(test, st.landing);
+	/* back: no interval from the landing on */
+	st.last_move = t;
+	m[5].conns = 6;
+	KUNIT_EXPECT_EQ(test, knbd_cm_assess(&cm_defaults, &st, m, 16, 0, t + ival + 1),
+			KNBD_CM_MOVE);
+	KUNIT_EXPECT_FALSE(test, st.landing);
+	KUNIT_EXPECT_EQ(test, st.landed_at, 0UL);
+	/* the same move among 3 members at mean 3000 is a third of it: wait */
+	knbd_cm_moved(&st, three, 3, t, 3000);
+	three[0].conns = 5;
+	KUNIT_EXPECT_EQ(test, knbd_cm_assess(&cm_defaults, &st, three, 3, 0, t + ival),
 			KNBD_CM_WAIT);
-	/* a stale report's flag does not count */
-	me2[1].shedding = true;
-	me2[1].fresh = false;
-	KUNIT_EXPECT_EQ(test, knbd_cm_assess(&cm_defaults, &st, me2, 3, 0, 102),
-			KNBD_CM_WAIT);
+	KUNIT_EXPECT_TRUE(test, st.landing);
 }
 
 static void cm_assess_min_load(struct kunit *test)
@@ -296,17 +327,50 @@ static u64 cm_target_of(const struct knbd_cm_member *m, unsigned int nr,
 	return knbd_cm_target(&g, m[self].load);
 }
 
-static void cm_target_between_mean_and_min(struct kunit *test)
+static void cm_target_down_to_mean(struct kunit *test)
 {
 	struct knbd_cm_member m[] = { M(1, 6000), M(2, 0), M(3, 0) };
 	struct knbd_cm_member n[] = { M(1, 6000), M(2, 3000), M(3, 3000) };
 
-	/* mean 2000: shed 4000 would push a member to 4000; take 2000. */
-	KUNIT_EXPECT_EQ(test, cm_target_of(m, 3, 0), 2000ULL);
-	/* mean 4000, min 3000: 1000. */
-	KUNIT_EXPECT_EQ(test, cm_target_of(n, 3, 0), 1000ULL);
+	/* mean 2000: 4000, which the group address spreads over 2 and 3 */
+	KUNIT_EXPECT_EQ(test, cm_target_of(m, 3, 0), 4000ULL);
+	/* mean 4000: 2000, not capped by what the least loaded can take */
+	KUNIT_EXPECT_EQ(test, cm_target_of(n, 3, 0), 2000ULL);
 	/* under the mean: nothing */
 	KUNIT_EXPECT_EQ(test, cm_target_of(n, 3, 1), 0ULL);
+}
+
+static void cm_batch_max_per_receiver(struct kunit *test)
+{
+	/* 6 under the mean, 2 shedding (self and member 2): 6 * 2 / 2 */
+	struct knbd_cm_member m[] = { M(1, 30000), { .id = 2, .load = 30000,
+		.fresh = true, .shedding = true }, M(3, 0), M(4, 0), M(5, 0),
+		M(6, 0), M(7, 0), M(8, 0), STALE(9, 0) };
+	struct knbd_cm_member two[] = { M(1, 30000), M(2, 0) };
+	struct knbd_cm_member big[KNBD_MAX_MEMBERS];
+	struct knbd_cm_group g;
+	unsigned int i;
+
+	knbd_cm_group(m, ARRAY_SIZE(m), &g);
+	KUNIT_EXPECT_EQ(test, knbd_cm_batch_max(m, ARRAY_SIZE(m), 0, &g), 6U);
+	/* our own shedding flag is not counted twice */
+	m[0].shedding = true;
+	KUNIT_EXPECT_EQ(test, knbd_cm_batch_max(m, ARRAY_SIZE(m), 0, &g), 6U);
+	/* member 2 sees 1 shedding besides itself */
+	KUNIT_EXPECT_EQ(test, knbd_cm_batch_max(m, ARRAY_SIZE(m), 1, &g), 6U);
+	knbd_cm_group(two, 2, &g);
+	KUNIT_EXPECT_EQ(test, knbd_cm_batch_max(two, 2, 0, &g), 2U);
+	for (i = 0; i < ARRAY_SIZE(big); i++)
+		big[i] = (struct knbd_cm_member){ .id = i + 1, .load = i ? 0 : 90000,
+						  .fresh = true };
+	knbd_cm_group(big, ARRAY_SIZE(big), &g);
+	KUNIT_EXPECT_EQ(test, knbd_cm_batch_max(big, ARRAY_SIZE(big), 0, &g),
+			(unsigned int)KNBD_CM_MAX_BATCH);
+	/* nobody under the mean (all equal): still one */
+	for (i = 0; i < ARRAY_SIZE(big); i++)
+		big[i].load = 1000;
+	knbd_cm_group(big, ARRAY_SIZE(big), &g);
+	KUNIT_EXPECT_EQ(test, knbd_cm_batch_max(big, ARRAY_SIZE(big), 0, &g), 1U);
 }
 
 static void cm_pick_closest_to_target(struct kunit *test)
@@ -370,6 +434,114 @@ static void cm_pick_own_not_above_min(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, knbd_cm_pick(loads, 1, 1000, 2000, 0), -1);
 }
 
+static void cm_pick_batch_sums_to_target(struct kunit *test)
+{
+	/* 3500 of ten 1000s: three; a fourth would overshoot as much */
+	u64 loads[10] = { 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000 };
+	u64 pl[KNBD_CM_MAX_BATCH];
+	int picks[KNBD_CM_MAX_BATCH];
+
+	KUNIT_ASSERT_EQ(test, knbd_cm_pick_batch(loads, 10, 10000, 0, 3500, picks, pl,
+						 KNBD_CM_MAX_BATCH), 3U);
+	/* oldest first; picked ones zeroed */
+	KUNIT_EXPECT_EQ(test, picks[0], 0);
+	KUNIT_EXPECT_EQ(test, picks[1], 1);
+	KUNIT_EXPECT_EQ(test, picks[2], 2);
+	KUNIT_EXPECT_EQ(test, pl[2], 1000ULL);
+	KUNIT_EXPECT_EQ(test, loads[0], 0ULL);
+	KUNIT_EXPECT_EQ(test, loads[3], 1000ULL);
+}
+
+static void cm_pick_batch_largest_first(struct kunit *test)
+{
+	/*
+	 * A gap bigger than any connection: the largest (fewest moves);
+	 * knbd_cm_pick()'s quarter rule would refuse every 100-odd against
+	 * 30000.  Then the closest to what is left (3000 for 4000), then
+	 * stop: 2000 for 1000 would overshoot as much as it closes.
+	 */
+	u64 loads[] = { 2600, 5000, 3000, 2000 };
+	u64 small[200], pl[KNBD_CM_MAX_BATCH];
+	int picks[KNBD_CM_MAX_BATCH];
+	unsigned int i;
+
+	KUNIT_ASSERT_EQ(test, knbd_cm_pick_batch(loads, 4, 12600, 0, 9000, picks, pl,
+						 KNBD_CM_MAX_BATCH), 2U);
+	KUNIT_EXPECT_EQ(test, picks[0], 1);
+	KUNIT_EXPECT_EQ(test, picks[1], 2);
+	for (i = 0; i < ARRAY_SIZE(small); i++)
+		small[i] = 100 + i;
+	KUNIT_EXPECT_EQ(test, knbd_cm_pick_batch(small, 200, 39900, 0, 30000, picks, pl,
+						 4), 4U);
+	KUNIT_EXPECT_EQ(test, picks[0], 199);
+	KUNIT_EXPECT_EQ(test, pl[3], 296ULL);
+}
+
+static void cm_pick_batch_same_size(struct kunit *test)
+{
+	/*
+	 * A heavy client and light ones: the heavy goes alone (the group
+	 * address could put a light one next to it); the lights, next time,
+	 * together.
+	 */
+	u64 loads[] = { 1000, 5000, 1000, 1000, 1000, 1000 };
+	u64 pl[KNBD_CM_MAX_BATCH];
+	int picks[KNBD_CM_MAX_BATCH];
+
+	KUNIT_ASSERT_EQ(test, knbd_cm_pick_batch(loads, 6, 10000, 0, 8000, picks, pl,
+						 KNBD_CM_MAX_BATCH), 1U);
+	KUNIT_EXPECT_EQ(test, picks[0], 1);
+	KUNIT_EXPECT_EQ(test, knbd_cm_pick_batch(loads, 6, 5000, 0, 3000, picks, pl,
+						 KNBD_CM_MAX_BATCH), 3U);
+}
+
+static void cm_pick_batch_not_worth_it(struct kunit *test)
+{
+	/*
+	 * 8300 cannot go (the receiver at 3000 would end above us); the 100
+	 * next to it closes 3 % of the 3600 wanted: no decision, even one
+	 * move at most.  The loads are left as they were.
+	 */
+	u64 loads[] = { 8300, 100 };
+	u64 pl[KNBD_CM_MAX_BATCH];
+	int picks[KNBD_CM_MAX_BATCH];
+
+	KUNIT_EXPECT_EQ(test, knbd_cm_pick_batch(loads, 2, 8400, 3000, 3600, picks, pl,
+						 KNBD_CM_MAX_BATCH), 0U);
+	KUNIT_EXPECT_EQ(test, knbd_cm_pick_batch(loads, 2, 8400, 3000, 3600, picks, pl, 1),
+			0U);
+	KUNIT_EXPECT_EQ(test, loads[1], 100ULL);
+}
+
+static void cm_pick_batch_max(struct kunit *test)
+{
+	u64 loads[] = { 1000, 1000, 1000, 1000 };
+	u64 pl[1];
+	int picks[1];
+
+	KUNIT_EXPECT_EQ(test, knbd_cm_pick_batch(loads, 4, 4000, 0, 3000, picks, pl, 1),
+			1U);
+	KUNIT_EXPECT_EQ(test, knbd_cm_pick_batch(loads, 4, 4000, 0, 3000, picks, pl, 0),
+			0U);
+}
+
+static void cm_pick_batch_stays_above_min(struct kunit *test)
+{
+	/*
+	 * At 9000 against a member at 4000: one 3000 goes (6000 left), a
+	 * second would leave us at 3000, under where the receiver ends.
+	 */
+	u64 loads[] = { 3000, 3000, 3000 };
+	u64 one[] = { 9000 };
+	u64 pl[KNBD_CM_MAX_BATCH];
+	int picks[KNBD_CM_MAX_BATCH];
+
+	KUNIT_EXPECT_EQ(test, knbd_cm_pick_batch(loads, 3, 9000, 4000, 6000, picks, pl,
+						 KNBD_CM_MAX_BATCH), 1U);
+	KUNIT_EXPECT_EQ(test, knbd_cm_pick_batch(one, 1, 9000, 0, 6000, picks, pl,
+						 KNBD_CM_MAX_BATCH), 0U);
+}
+
 /* Six equal clients all on member 1 of 3: the policy ends at 2/2/2. */
 static void cm_converges_simulated(struct kunit *test)
 {
@@ -415,6 +587,70 @@ static void cm_converges_simulated(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, moves, 4U);
 }
 
+/*
+ * The same with decisions of several moves (as monitor.c): still 2/2/2
+ * in 4 moves, and in fewer decisions.
+ */
+static void cm_converges_batch_simulated(struct kunit *test)
+{
+	u64 conns[3][6] = { { 1000, 1000, 1000, 1000, 1000, 1000 } };
+	unsigned int nr[3] = { 6, 0, 0 }, i, moves = 0, decisions = 0;
+	struct knbd_cm_state st[3] = { };
+	unsigned long t = 1000;
+
+	for (; t < 1000 + 100 * HZ; t++) {
+		for (i = 0; i < 3; i++) {
+			struct knbd_cm_member m[3];
+			int picks[KNBD_CM_MAX_BATCH];
+			u64 pl[KNBD_CM_MAX_BATCH], own = 0, loads[6];
+			struct knbd_cm_group g;
+			unsigned int j, k, np;
+
+			for (j = 0; j < 3; j++) {
+				unsigned int x = (i + j) % 3;
+
+				m[j] = (struct knbd_cm_member){ .id = x + 1, .fresh = true,
+								.conns = nr[x] };
+				for (k = 0; k < nr[x]; k++)
+					m[j].load += conns[x][k];
+			}
+			if (knbd_cm_assess(&cm_defaults, &st[i], m, 3, 0, t) != KNBD_CM_MOVE)
+				continue;
+			knbd_cm_group(m, 3, &g);
+			memcpy(loads, conns[i], sizeof(loads));
+			own = m[0].load;
+			np = knbd_cm_pick_batch(loads, nr[i], own, g.min,
+						knbd_cm_target(&g, own), picks, pl,
+						knbd_cm_batch_max(m, 3, 0, &g));
+			st[i].last_move = t;
+			decisions++;
+			if (!np)
+				continue;
+			for (k = 0, own = 0; k < np; k++)
+				own += pl[k];
+			knbd_cm_moved(&st[i], m, 3, t, own);
+			/* the group address spreads them: least loaded first */
+			for (k = 0; k < np; k++) {
+				unsigned int lo = (i + 1) % 3, hi = (i + 2) % 3;
+
+				if (nr[hi] < nr[lo])
+					lo = hi;
+				conns[lo][nr[lo]++] = 1000;
+				moves++;
+			}
+			for (k = 0, j = 0; k < nr[i]; k++)
+				if (loads[k])
+					conns[i][j++] = loads[k];
+			nr[i] = j;
+		}
+	}
+	KUNIT_EXPECT_EQ(test, nr[0], 2U);
+	KUNIT_EXPECT_EQ(test, nr[1], 2U);
+	KUNIT_EXPECT_EQ(test, nr[2], 2U);
+	KUNIT_EXPECT_EQ(test, moves, 4U);
+	KUNIT_EXPECT_LT(test, decisions, 4U);
+}
+
 static struct kunit_case knbd_connmgr_cases[] = {
 	KUNIT_CASE(cm_group_mean_min_max),
 	KUNIT_CASE(cm_group_skips_stale),
@@ -429,10 +665,12 @@ static struct kunit_case knbd_connmgr_cases[] = {
 	KUNIT_CASE(cm_assess_hysteresis),
 	KUNIT_CASE(cm_assess_dip_restarts_hold),
 	KUNIT_CASE(cm_assess_any_member_over),
-	KUNIT_CASE(cm_assess_defers_to_lower_id_shedder),
+	KUNIT_CASE(cm_assess_sheds_alongside_others),
+	KUNIT_CASE(cm_assess_small_move_needs_no_landing),
 	KUNIT_CASE(cm_assess_min_load),
 	KUNIT_CASE(cm_assess_no_overflow),
-	KUNIT_CASE(cm_target_between_mean_and_min),
+	KUNIT_CASE(cm_target_down_to_mean),
+	KUNIT_CASE(cm_batch_max_per_receiver),
 	KUNIT_CASE(cm_pick_closest_to_target),
 	KUNIT_CASE(cm_pick_never_overshoots),
 	KUNIT_CASE(cm_pick_single_connection),
@@ -440,7 +678,14 @@ static struct kunit_case knbd_connmgr_cases[] = {
 	KUNIT_CASE(cm_pick_skips_tiny),
 	KUNIT_CASE(cm_pick_tie_oldest),
 	KUNIT_CASE(cm_pick_own_not_above_min),
+	KUNIT_CASE(cm_pick_batch_sums_to_target),
+	KUNIT_CASE(cm_pick_batch_largest_first),
+	KUNIT_CASE(cm_pick_batch_same_size),
+	KUNIT_CASE(cm_pick_batch_not_worth_it),
+	KUNIT_CASE(cm_pick_batch_max),
+	KUNIT_CASE(cm_pick_batch_stays_above_min),
 	KUNIT_CASE(cm_converges_simulated),
+	KUNIT_CASE(cm_converges_batch_simulated),
 	{}
 };
 

@@ -139,6 +139,14 @@ stage_static() {
 		grep -E ': (ERROR|WARNING|CHECK):' "$LOGDIR/checkpatch-nbd.log" | head -20
 		fail static.nbd_patch_checkpatch "see $LOGDIR/checkpatch-nbd.log"
 	fi
+
+	step "static: connection manager simulator (tools/cmsim, goals of issue 14)"
+	if make -s -C tools/cmsim check O="$PWD/out/sim" >"$LOGDIR/cmsim.log" 2>&1; then
+		pass static.cmsim
+	else
+		tail -25 "$LOGDIR/cmsim.log"
+		fail static.cmsim "see $LOGDIR/cmsim.log"
+	fi
 }
 
 stage_kunit() {

@@ -2,20 +2,25 @@
 /*
  * Connection manager policy, pure (KUnit: kunit/connmgr_test.c): when is
  * this member over-utilised compared with its group, and which client
- * connection should it move.  monitor.c runs it every load tick and
- * core.c drains the chosen connection.
+ * connections should it move.  monitor.c runs it every load tick and
+ * drain.c drains the chosen connections.
  *
  * Loads are client loads (load.c units).  A member is over-utilised when
  * its load exceeds threshold_pct of the group mean; it stays so
  * (hysteresis) until its load is back under clear_pct of the mean.  (Not
  * "only the busiest": with noisy loads the busiest changes from tick to
- * tick and each change would restart the hold time of both.)  It moves
- * its first connection only after hold_ms of that, then at most one every
- * interval_ms, and only interval_ms after the client of the last one is
- * back in the group's connection count: the loads must show a move before
- * the next decision.  Not at all while another member says it is moving
- * connections: only one member answers a given imbalance.  Members whose
- * report is stale are left out of the mean, never counted as idle.
+ * tick and each change would restart the hold time of both.)  It decides
+ * first only after hold_ms of that, then at most once every interval_ms,
+ * and, while what it moved is a large part of the group's load, only
+ * interval_ms after those clients are back in the group's connection
+ * count: the loads must show a move before the next decision.  A
+ * decision moves connections adding up to its load above the mean, at
+ * most two per member under the mean shared among the members shedding
+ * at once.  Each member sheds only its own excess, and all the excesses
+ * add up to what the members under the mean lack, so several can shed
+ * at once (tools/cmsim: one at a time takes minutes in a large group).
+ * Members whose report is stale are left out of the mean, never counted
+ * as idle.
  */
 #define pr_fmt(fmt) "knbd: " fmt
 
@@ -59,6 +64,20 @@ static bool knbd_cm_above(u64 load, u64 mean, u32 pct)
 }
 
 /*
+ * Must the next decision wait until the last one's clients are back?
+ * Until then their load is missing from the group's mean, by moved /
+ * members; while that is within the hysteresis (clear_pct) no decision
+ * goes wrong by it, so in a large group the next moves need not wait.
+ */
+static bool knbd_cm_must_land(const struct knbd_cm_params *p,
+			      const struct knbd_cm_state *st,
+			      const struct knbd_cm_group *g)
+{
+	return knbd_cm_above(st->moved_load, g->mean,
+			     (p->clear_pct - 100) * g->nr);
+}
+
+/*
  * One tick of the policy for member m[self].  Updates @st and says
  * whether to move a connection now; the caller records a move it really
  * started with knbd_cm_moved(), a decision without one with
@@ -83,22 +102,12 @@ enum knbd_cm_verdict knbd_cm_assess(const struct knbd_cm_params *p,
 		if (conns >= st->conns_before ||
 		    time_after_eq(now, st->last_move + KNBD_CM_LAND_TIME)) {
 			st->landing = false;
-			st->landed_at = now ?: 1;
+			st->landed_at = knbd_cm_must_land(p, st, &g) ? now ?: 1 : 0;
 		}
 	}
 	/* Alone (or nobody else known): nothing to compare with. */
 	if (g.nr < 2 || !me->fresh)
 		goto idle;
-	/*
-	 * Views of the group differ by a tick or so between members, so two
-	 * may both think they lead and move connections to the same idle
-	 * member at once.  Each says when it is shedding; the one with the
-	 * higher id gives way, so exactly one goes on.
-	 */
-	for (i = 0; i < nr; i++)
-		if (i != self && m[i].fresh && m[i].shedding && m[i].id < me->id)
-			g.other_shedding = true;
-
 	if (me->load < p->min_load)
 		goto idle;
 	if (st->active)
@@ -107,12 +116,6 @@ enum knbd_cm_verdict knbd_cm_assess(const struct knbd_cm_params *p,
 		over = knbd_cm_above(me->load, g.mean, p->threshold_pct);
 	if (!over)
 		goto idle;
-	if (g.other_shedding) {
-		/* Someone else is answering an imbalance: start the hold again. */
-		st->over_since = 0;
-		st->active = false;
-		return KNBD_CM_DEFER;
-	}
 	if (!st->over_since)
 		st->over_since = now ?: 1;
 	st->active = true;
@@ -126,7 +129,7 @@ enum knbd_cm_verdict knbd_cm_assess(const struct knbd_cm_params *p,
 	 * a while on its new member; before that the next decision would
 	 * see the old imbalance and move again.
 	 */
-	if (st->landing)
+	if (st->landing && knbd_cm_must_land(p, st, &g))
 		return KNBD_CM_WAIT;
 	if (st->landed_at &&
 	    time_before(now, st->landed_at + msecs_to_jiffies(p->interval_ms)))
@@ -139,16 +142,17 @@ idle:
 }
 
 /*
- * A connection was moved: count the group's client connections (m[] as
- * given to knbd_cm_assess()), so that the next decisions wait until its
- * client is back somewhere.
+ * Connections carrying @load were moved: count the group's client
+ * connections (m[] as given to knbd_cm_assess()), so that the next
+ * decisions wait until their clients are back somewhere.
  */
 void knbd_cm_moved(struct knbd_cm_state *st, const struct knbd_cm_member *m,
-		   unsigned int nr, unsigned long now)
+		   unsigned int nr, unsigned long now, u64 load)
 {
 	unsigned int i;
 
 	st->last_move = now ?: 1;
+	st->moved_load = load;
 	st->conns_before = 0;
 	for (i = 0; i < nr; i++)
 		st->conns_before += m[i].fresh ? m[i].conns : 0;
@@ -158,14 +162,16 @@ void knbd_cm_moved(struct knbd_cm_state *st, const struct knbd_cm_member *m,
 
 /*
  * How much load a member at @own should hand over: down to the mean of
- * group @g, but not more than its least loaded member can take before it
- * passes the mean.
+ * group @g.  Not capped by what the least loaded member can take: the
+ * moved clients come back through the group address, whose scheduler
+ * spreads them over every member under the mean, and what all members
+ * over the mean shed adds up to what those under it lack.
  */
 u64 knbd_cm_target(const struct knbd_cm_group *g, u64 own)
 {
 	if (!g->nr || own <= g->mean)
 		return 0;
-	return min(own - g->mean, g->mean - g->min);
+	return own - g->mean;
 }
 
 /*
@@ -201,6 +207,109 @@ int knbd_cm_pick(const u64 *conn_load, unsigned int nr, u64 own, u64 min,
 		}
 	}
 	return best;
+}
+
+/*
+ * How many connections one decision of m[self] may move: about
+ * KNBD_CM_PER_RECEIVER per member under the mean, shared among the
+ * members shedding (self included).  The moved clients come back
+ * through the group address, whose scheduler sees an arrival's load
+ * only a second or so later: more arrivals per member than that pile
+ * onto whichever looked least loaded, which then sheds them again.
+ */
+unsigned int knbd_cm_batch_max(const struct knbd_cm_member *m, unsigned int nr,
+			       unsigned int self, const struct knbd_cm_group *g)
+{
+	unsigned int i, under = 0, shedders = 1, n;
+
+	for (i = 0; i < nr; i++) {
+		if (!m[i].fresh)
+			continue;
+		if (m[i].load < g->mean)
+			under++;
+		if (i != self && m[i].shedding)
+			shedders++;
+	}
+	n = under * KNBD_CM_PER_RECEIVER / shedders;
+	return clamp(n, 1U, (unsigned int)KNBD_CM_MAX_BATCH);
+}
+
+/* The largest connection knbd_cm_pick() could move, 0 if none. */
+static u64 knbd_cm_largest(const u64 *conn_load, unsigned int nr, u64 own,
+			   u64 min)
+{
+	u64 best = 0;
+	unsigned int i;
+
+	for (i = 0; i < nr; i++)
+		if (conn_load[i] > best && own > min && conn_load[i] < own - min)
+			best = conn_load[i];
+	return best;
+}
+
+/*
+ * The connections one decision moves, for a shortfall of @target: while
+ * some of it is left, the connection closest to what is left, or the
+ * largest one while what is left is more than any one carries (fewest
+ * moves), as long as it brings the total closer to @target (less than
+ * twice what is left), is of the size of the first (within a factor of
+ * 2) and leaves us above the least loaded member.  A group far out of
+ * balance needs many moves; one per decision, each waiting for its
+ * client to come back, takes minutes at a few hundred connections, and
+ * against a gap of many connections no single one is "worth a move" by
+ * knbd_cm_pick()'s quarter rule: the decision as a whole must be.
+ * Picked entries of @conn_load are set to 0 (so not picked again); their
+ * indices go to @picks and their loads to @pick_load, at most @max of
+ * them.  Returns how many.
+ */
+unsigned int knbd_cm_pick_batch(u64 *conn_load, unsigned int nr, u64 own,
+				u64 min, u64 target, int *picks, u64 *pick_load,
+				unsigned int max)
+{
+	u64 left = target, moved = 0, worth, l;
+	unsigned int n = 0, i;
+	int pick;
+
+	if (!nr)
+		return 0;
+	/*
+	 * A move costs its client a reconnect: a decision that closes less
+	 * than a quarter of what @max of our average connections would (or
+	 * of @target) is not worth it, e.g. an idle connection next to the
+	 * one that carries all the load.
+	 */
+	worth = min_t(u64, target, max * div_u64(own, nr)) / 4;
+	while (n < max) {
+		l = knbd_cm_largest(conn_load, nr, own, min);
+		pick = knbd_cm_pick(conn_load, nr, own, min, min(left, l));
+		if (pick < 0)
+			break;
+		l = conn_load[pick];
+		if (n && l >= 2 * left)
+			break;
+		/*
+		 * The group address cannot tell a heavy arrival from a light
+		 * one: of a heavy and a light client coming back at once, the
+		 * second may join the first on the member both saw least
+		 * loaded (tools/cmsim, 4heavy).  One decision moves only
+		 * connections within a factor of 2 of its first.
+		 */
+		if (n && (l < pick_load[0] / 2 || l > 2 * pick_load[0]))
+			break;
+		picks[n] = pick;
+		pick_load[n++] = l;
+		conn_load[pick] = 0;
+		own -= l;
+		moved += l;
+		if (l >= left)
+			break;
+		left -= l;
+	}
+	if (moved >= worth)
+		return n;
+	for (i = 0; i < n; i++)
+		conn_load[picks[i]] = pick_load[i];
+	return 0;
 }
 
 const char *knbd_cm_verdict_name(enum knbd_cm_verdict v)

@@ -353,6 +353,10 @@ bool knbd_load_fresh(unsigned long now, unsigned long at, unsigned long tick);
 #define KNBD_CM_DEFAULT_MIN_LOAD	20000	/* milli: 20 weighted ops/s */
 #define KNBD_CM_MAX_PCT			1000
 #define KNBD_CM_MAX_MS			600000
+/* Connections one decision may move (a burst of reconnects at most this big). */
+#define KNBD_CM_MAX_BATCH		32
+/* ... and per member under the mean, shared by the members shedding at once */
+#define KNBD_CM_PER_RECEIVER		2
 
 /* Tunables, from configfs (nodes/<n>/balance_*). */
 struct knbd_cm_params {
@@ -378,6 +382,7 @@ struct knbd_cm_state {
 	unsigned long last_move;
 	unsigned long landed_at;	/* the last moved client seen back */
 	u32 conns_before;	/* the group's client connections at the move */
+	u64 moved_load;		/* what the last decision moved */
 	bool landing;		/* the moved client has not reconnected yet */
 	bool active;		/* above threshold, not yet under clear */
 };
@@ -386,7 +391,7 @@ enum knbd_cm_verdict {
 	KNBD_CM_IDLE,		/* balanced enough, or not our turn */
 	KNBD_CM_WAIT,		/* over-utilised; hold time or interval not over */
 	KNBD_CM_MOVE,		/* move one connection now */
-	KNBD_CM_DEFER,		/* over-utilised, but a busier member is moving */
+	KNBD_CM_DEFER,		/* no longer decided: members shed at once */
 };
 
 /* Group figures of the fresh members (own always counts). */
@@ -396,7 +401,6 @@ struct knbd_cm_group {
 	u64 max;
 	u32 nr;
 	u32 max_id;		/* the most loaded member, lowest id on ties */
-	bool other_shedding;
 };
 
 void knbd_cm_group(const struct knbd_cm_member *m, unsigned int nr,
@@ -406,10 +410,15 @@ enum knbd_cm_verdict knbd_cm_assess(const struct knbd_cm_params *p,
 				    const struct knbd_cm_member *m, unsigned int nr,
 				    unsigned int self, unsigned long now);
 void knbd_cm_moved(struct knbd_cm_state *st, const struct knbd_cm_member *m,
-		   unsigned int nr, unsigned long now);
+		   unsigned int nr, unsigned long now, u64 load);
 u64 knbd_cm_target(const struct knbd_cm_group *g, u64 own);
+unsigned int knbd_cm_batch_max(const struct knbd_cm_member *m, unsigned int nr,
+			       unsigned int self, const struct knbd_cm_group *g);
 int knbd_cm_pick(const u64 *conn_load, unsigned int nr, u64 own, u64 min,
 		 u64 target);
+unsigned int knbd_cm_pick_batch(u64 *conn_load, unsigned int nr, u64 own,
+				u64 min, u64 target, int *picks, u64 *pick_load,
+				unsigned int max);
 const char *knbd_cm_verdict_name(enum knbd_cm_verdict v);
 
 /* ---- objects ---- */

@@ -36,6 +36,9 @@ struct knbd_monitor {
 	/* Candidates for a move; past this many, the oldest are considered. */
 	u64 conn_load[512];
 	u64 conn_id[512];
+	/* One decision's moves (knbd_cm_pick_batch()). */
+	int pick[KNBD_CM_MAX_BATCH];
+	u64 pick_load[KNBD_CM_MAX_BATCH];
 };
 
 static u32 knbd_lat_us(u64 ns, u64 ops)
@@ -109,22 +112,59 @@ static void knbd_load_sample_conns(struct knbd_node *node, u32 elapsed_ms)
 }
 
 /*
+ * A move is booked at once (the smoothed figures take seconds to show
+ * it; until then the next decision would see the same imbalance): it
+ * left us and, in all likelihood, went to the member the group address
+ * sends a client to, the least loaded one.  Several moves go to several
+ * members, as the scheduler spreads them.
+ */
+static void knbd_cm_book(struct knbd_node *node, struct knbd_cm_member *m,
+			 unsigned int nr, u64 l)
+{
+	unsigned int i, lo = 0;
+
+	WRITE_ONCE(node->cm_load, node->cm_load > l ? node->cm_load - l : 0);
+	for (i = 1; i < nr; i++)
+		if (m[i].fresh && (!lo || m[i].load < m[lo].load))
+			lo = i;
+	if (lo)
+		m[lo].load += l;
+}
+
+/* The booked figures back into the peers (same order as m[1..]). */
+static void knbd_cm_book_peers(struct knbd_node *node,
+			       const struct knbd_cm_member *m, unsigned int nr)
+{
+	struct knbd_peer *peer;
+	unsigned int i = 1;
+
+	rcu_read_lock();
+	list_for_each_entry_rcu(peer, &node->peers, node_entry) {
+		if (i == nr)
+			break;
+		if (m[i].id == peer->node_id && peer->cm_fresh)
+			WRITE_ONCE(peer->cm_load, m[i].load);
+		i++;
+	}
+	rcu_read_unlock();
+}
+
+/*
  * The connection manager's tick: the group as this node sees it, the
- * policy's verdict, and at most one connection drained.
+ * policy's verdict, and the connections of one decision drained.
  */
 static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 			 unsigned long tick)
 {
 	struct knbd_node *node = mon->node;
 	struct knbd_cm_member *m = mon->members;
+	unsigned int nr = 1, nc = 0, i, np, moved = 0;
 	struct knbd_cm_params p;
 	enum knbd_cm_verdict v;
 	struct knbd_peer *peer;
 	struct knbd_conn *conn;
-	unsigned int nr = 1, nc = 0, i;
 	struct knbd_cm_group g;
-	u64 target, own;
-	int pick, ret;
+	u64 target, own, moved_load = 0;
 
 	if (!READ_ONCE(node->cm_enabled)) {
 		memset(&node->cm_state, 0, sizeof(node->cm_state));
@@ -201,41 +241,36 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	 */
 	for (i = 0, own = 0; i < nc; i++)
 		own += mon->conn_load[i];
-	pick = nc < 2 ? -1 : knbd_cm_pick(mon->conn_load, nc, own, g.min, target);
-	if (pick < 0) {
+	np = nc < 2 ? 0 : knbd_cm_pick_batch(mon->conn_load, nc, own, g.min, target,
+					     mon->pick, mon->pick_load,
+					     knbd_cm_batch_max(m, nr, 0, &g));
+	if (!np) {
 		atomic64_inc(&node->cm_skipped);
 		pr_info_ratelimited("node %s: over-utilised (load %llu, least loaded member %llu) but none of its %u client connections would even it out\n",
 				    config_item_name(&node->group.cg_item),
 				    div_u64(m[0].load, 1000), div_u64(g.min, 1000), nc);
 		return;
 	}
-	ret = knbd_conn_drain(node, mon->conn_id[pick], false);
-	if (!ret) {
-		knbd_cm_moved(&node->cm_state, m, nr, now);
-		/*
-		 * The smoothed figures take seconds to show a move; until
-		 * then the next decision would see the same imbalance and
-		 * move again.  Book the move now: it left us, and (in all
-		 * likelihood) it lands on the least loaded member.
-		 */
-		u64 l = mon->conn_load[pick];
-
-		WRITE_ONCE(node->cm_load, node->cm_load > l ? node->cm_load - l : 0);
-		rcu_read_lock();
-		list_for_each_entry_rcu(peer, &node->peers, node_entry) {
-			if (peer->cm_fresh && peer->cm_load == g.min) {
-				WRITE_ONCE(peer->cm_load, peer->cm_load + l);
-				break;
-			}
+	for (i = 0; i < np; i++) {
+		if (knbd_conn_drain(node, mon->conn_id[mon->pick[i]], false)) {
+			mon->pick_load[i] = 0;	/* not booked */
+			continue;
 		}
-		rcu_read_unlock();
+		moved_load += mon->pick_load[i];
+		moved++;
 	}
-	pr_info_ratelimited("node %s: over-utilised (load %llu, group of %u: min %llu, mean %llu): %s client connection %llu (load %llu, wanted %llu)\n",
+	if (moved) {
+		/* m[] as assessed: its counts are from before the drains */
+		knbd_cm_moved(&node->cm_state, m, nr, now, moved_load);
+		for (i = 0; i < np; i++)
+			knbd_cm_book(node, m, nr, mon->pick_load[i]);
+		knbd_cm_book_peers(node, m, nr);
+	}
+	pr_info_ratelimited("node %s: over-utilised (load %llu, group of %u: min %llu, mean %llu): moving %u of %u client connections (first %llu, load %llu; wanted %llu)\n",
 			    config_item_name(&node->group.cg_item),
 			    div_u64(m[0].load, 1000), g.nr, div_u64(g.min, 1000),
-			    div_u64(g.mean, 1000), ret ? "could not move" : "moving",
-			    mon->conn_id[pick], div_u64(mon->conn_load[pick], 1000),
-			    div_u64(target, 1000));
+			    div_u64(g.mean, 1000), moved, np, mon->conn_id[mon->pick[0]],
+			    div_u64(mon->pick_load[0], 1000), div_u64(target, 1000));
 }
 
 static int knbd_load_thread(void *data)
