@@ -13,8 +13,10 @@
  *   GATHER   hold the replies until every request read has its reply ready;
  *   SENDING  let them all go into the corked socket, where they wait for the
  *            reset; something new queued meanwhile: serve it too (READING);
- *   CLOSING  count (never execute) what still came, uncork, and reset the
- *            connection right behind the replies once they have left.
+ *   CLOSING  uncork, and reset the connection right behind the replies once
+ *            they have left; a request that came while they were still
+ *            corked is served (READING: the client sent it without seeing
+ *            them); one that came after is counted, never executed.
  *
  * Reading stops after KNBD_DRAIN_READ_TIME whatever happens (a busy client
  * never pauses).  Why a reset and not a FIN: nbd.ko marks a connection
@@ -101,6 +103,25 @@ static int knbd_drain_close(struct knbd_conn *conn, unsigned long now, unsigned 
 	}
 	knbd_sock_reset(conn->sock);
 	return -ECONNRESET;
+}
+
+/*
+ * A request header read in CLOSING while the replies are still corked:
+ * the client sent it before it could see them, so it is no reply's
+ * answer and serving it cannot go on forever; while the read time lasts,
+ * serve it (READING again) rather than leave it to the client's timeout.
+ */
+bool knbd_drain_serve_late(struct knbd_conn *conn)
+{
+	struct knbd_nbd_conn *n = &conn->nbd;
+
+	if (!n->corked || !time_before(jiffies, n->drain_at + KNBD_DRAIN_READ_TIME))
+		return false;
+	atomic64_inc(&conn->node->drain_late);
+	conn->replies_held = false;
+	conn->snd_at = jiffies;
+	n->drain = KNBD_DRAIN_READING;
+	return true;
 }
 
 /* A request header read in CLOSING: counted, its payload dropped, never run. */
@@ -202,11 +223,17 @@ int knbd_drain_tick(struct knbd_conn *conn, unsigned long *next)
 				knbd_drain_read_again(conn);
 				return 0;
 			}
+			/*
+			 * Straight on to the reset, in this same call: each
+			 * round between the last look at the socket and the
+			 * reset is a window for a request the client then
+			 * waits its timeout for (stock nbd.ko requeues only
+			 * what it could not send).
+			 */
 			n->drain = KNBD_DRAIN_CLOSING;
 			n->drain_until = now + KNBD_DRAIN_CLOSE_TIME;
 			knbd_nbd_next_request(conn);
-			knbd_conn_kick(conn);
-			return 0;
+			continue;
 		case KNBD_DRAIN_CLOSING:
 			return knbd_drain_close(conn, now, next);
 		default:

@@ -539,6 +539,7 @@ struct knbd_node {
 	atomic64_t cm_skipped;		/* over-utilised but no connection fits */
 	atomic64_t cm_deferred;		/* another member was moving already */
 	atomic64_t drain_dropped;	/* requests unread when a drain closed */
+	atomic64_t drain_late;		/* ... served after all, as they came before */
 	atomic64_t timeouts;		/* connections closed by io_timeout */
 	atomic64_t hs_timeouts;		/* ... by handshake_timeout */
 	atomic64_t idle_closes;		/* ... by idle_timeout, dead member links */
@@ -1059,6 +1060,7 @@ void knbd_nbd_next_request(struct knbd_conn *conn);
 int knbd_conn_drain(struct knbd_node *node, u64 id, bool by_admin);
 int knbd_drain_tick(struct knbd_conn *conn, unsigned long *next);
 int knbd_drain_drop_request(struct knbd_conn *conn);
+bool knbd_drain_serve_late(struct knbd_conn *conn);
 
 /* peer_serve.c: the member transport */
 extern const struct knbd_conn_ops knbd_pserve_ops;

@@ -456,7 +456,7 @@ static int knbd_nbd_rcv_done(struct knbd_conn *conn)
 								  KNBD_NBD_REP_ERR_TOO_BIG,
 								  NULL, 0));
 	case KNBD_NBD_REQ_HDR:
-		if (n->drain == KNBD_DRAIN_CLOSING)
+		if (n->drain == KNBD_DRAIN_CLOSING && !knbd_drain_serve_late(conn))
 			return knbd_drain_drop_request(conn);
 		return knbd_nbd_got_request(conn);
 	case KNBD_NBD_REQ_DATA:
