@@ -218,7 +218,7 @@ scenario_setup() {
 
 # run_one SCEN NBD RUN
 run_one() {
-	local scen=$1 mod=$2 run=$3 k spid mark t0 rc=0 e leave nprof
+	local scen=$1 mod=$2 run=$3 k spid mark t0 rc=0 e nprof
 	local -a profs nodes=()
 	RUNDIR=$RAW/$scen-$mod-$run
 	rm -rf "$RUNDIR"
@@ -246,19 +246,32 @@ run_one() {
 		client_fio "$k" "$rt" || { rc=1; break; }
 	done
 	t0=$SECONDS
-	# churn: at each event a new client arrives through the group address
-	# (the leaving one's fio ends by itself then)
-	for ((e = 0; rc == 0 && e < S_EVENTS; e++)); do
-		while [ $((SECONDS - t0)) -lt $((churn_start + e * churn_every)) ]; do _nap 0.2; done
-		k=$((nprof + e))
-		client_attach "$k" "/dev/nbd$k" "bv$k" std vip &&
-			client_fio "$k" $((runtime - churn_start - e * churn_every)) || { rc=1; break; }
-		leave=$e
-		client_wait "$leave" $((GRP_NBD_TIMEOUT * 2 + 60)) || rc=1
-	done
-	for k in "${!C_FIO[@]}"; do
-		[ -n "${C_END[k]}" ] && continue
-		client_wait "$k" $((runtime + GRP_NBD_TIMEOUT * 2 + 120)) || rc=1
+	# Until every client is done: a client whose fio ended is detached at
+	# once (the churn's leaving ones too), and at each churn event a new
+	# client arrives through the group address, on time whatever a stalled
+	# client does meanwhile.
+	local deadline=$((t0 + runtime + GRP_NBD_TIMEOUT * 2 + 120)) left
+	e=0
+	while :; do
+		left=0
+		for k in "${!C_FIO[@]}"; do
+			[ -n "${C_END[k]}" ] && continue
+			if kill -0 "${C_FIO[k]}" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; then
+				left=$((left + 1))
+				continue
+			fi
+			client_wait "$k" 10 || rc=1
+		done
+		if [ "$rc" = 0 ] && [ "$e" -lt "$S_EVENTS" ] &&
+			[ $((SECONDS - t0)) -ge $((churn_start + e * churn_every)) ]; then
+			k=$((nprof + e))
+			client_attach "$k" "/dev/nbd$k" "bv$k" std vip &&
+				client_fio "$k" $((runtime - churn_start - e * churn_every)) || rc=1
+			e=$((e + 1))
+			continue
+		fi
+		[ "$left" = 0 ] && { [ "$e" -ge "$S_EVENTS" ] || [ "$rc" != 0 ]; } && break
+		_nap 0.3
 	done
 	# devices attached whose fio never started
 	for k in "${!C_DEV[@]}"; do
