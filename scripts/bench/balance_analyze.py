@@ -17,6 +17,7 @@ Per run (Documentation/bench.md, "balance", says the same for users):
               placement there is.  "never": not within the phase.
   reconv_s    churn only: the worst, over the churn events, of the time from
               the event until the goal holds again (same rule)
+  bal%        share of the samples (2 s means) in which the goal holds
   moves       the managers' moves (sum of the members' stats "moves")
   min_moves   a bound: the fewest connection moves that reach the goal from
               the placement after each disturbance (the start; each churn
@@ -220,6 +221,7 @@ def analyze(d):
     events = sorted(c["t0"] for c in meta["clients"] if c["via"] == "vip")
     bounds = [start] + [e for e in events if start < e < end] + [end]
     phases = []
+    met_n = [0, 0]
     for k in range(len(bounds) - 1):
         t_a, t_b = bounds[k], bounds[k + 1]
         # the clients of the phase: at the start, those that start before
@@ -230,17 +232,15 @@ def analyze(d):
             active = [n for n, c in cinfo.items() if c["t0"] <= t_a + 0.5 and c["t1"] > t_a + 3]
         clients = [(2, per_conn[n]) for n in sorted(active)]
         goal = Goal(clients, m) if clients and sum(l for _, l in clients) > 0 else None
-        # the placement the disturbance left: at the start, every first
-        # client fully connected; after an event, the new one connected and
-        # the leaving one gone
-        want = {n: 2 for n in active}
+        # the placement the disturbance left: the first sample with every
+        # client of the phase fully connected (a leaving one, idle, may
+        # still be attached for a moment: it does not count)
         st = None
         for i, t in enumerate(ts):
             if t < t_a - 1 or t > t_b:
                 continue
             p = place[i]
-            if all(sum(p.get(n, [])) == 2 for n in active) and \
-               sum(sum(v) for v in p.values()) == sum(want.values()):
+            if all(sum(p.get(n, [])) == 2 for n in active):
                 st = [tuple(p[n]) for n in sorted(active)]
                 break
         mm = goal.min_moves(st) if goal and st else None
@@ -255,11 +255,14 @@ def analyze(d):
             if goal and all(goal.met(sm[x]) for x in span):
                 conv = ts[i] - t_a
                 break
+        met_n[0] += sum(1 for x in idx if goal and goal.met(sm[x]))
+        met_n[1] += len(idx)
         phases.append({"t": round(t_a - start, 1), "len": round(t_b - t_a, 1),
                        "clients": sorted(active), "goal": goal.describe() if goal else "-",
                        "min_moves": mm, "conv_s": None if conv is None else round(conv, 1),
                        "start_placement": st})
     res["phases"] = phases
+    res["balanced_pct"] = round(100.0 * met_n[0] / met_n[1]) if met_n[1] else 0
     res["goal"] = phases[0]["goal"]
     res["conv_s"] = phases[0]["conv_s"]
     if len(phases) > 1:
@@ -428,8 +431,8 @@ def main():
     summary = []
     lines = ["bench-balance: per scenario and nbd.ko, median/worst over the runs "
              "(conv_s: 'never' = not within the run; Documentation/bench.md)",
-             "%-7s %-8s %4s %11s %11s %9s %5s %9s %9s %13s %10s %5s %5s %4s  %s" % (
-                 "scen", "nbd", "runs", "conv_s", "reconv_s", "moves", "min", "extra", "wasted",
+             "%-7s %-8s %4s %11s %11s %7s %9s %7s %9s %9s %13s %10s %5s %5s %4s  %s" % (
+                 "scen", "nbd", "runs", "conv_s", "reconv_s", "bal%", "moves", "min", "extra", "wasted",
                  "stall_ms", "stalled", "drops", "other", "errs", "iops per client (median)")]
     for k in keys:
         rs = [r for r in runs if (r.get("scenario"), r.get("nbd")) == k and "error" not in r]
@@ -443,8 +446,9 @@ def main():
                "conv_s": agg([r["conv_s"] for r in rs]),
                "reconv_s": agg([r["reconv_s"] for r in rs if "reconv_s" in r])
                if any("reconv_s" in r for r in rs) else "-",
+               "balanced_pct": agg([r["balanced_pct"] for r in rs]),
                "moves": agg([r["moves"] for r in rs]),
-               "min_moves": "/".join(sorted({fmt(r["min_moves"]) for r in rs})),
+               "min_moves": agg([r["min_moves"] for r in rs]),
                "extra": agg([e for e in extra if e is not None]) if any(e is not None for e in extra) else "-",
                "wasted": agg([r["wasted"] for r in rs]),
                "stall_ms": agg([r["stall_ms"] for r in rs]),
@@ -453,8 +457,9 @@ def main():
                "other_stalls": sum(r["other_stalls"] for r in rs),
                "iops": ci, "goal": rs[0]["goal"] if rs else ""}
         summary.append(row)
-        lines.append("%-7s %-8s %4d %11s %11s %9s %5s %9s %9s %13s %10s %5d %5d %4d  %s" % (
-            row["scenario"], row["nbd"], row["runs"], row["conv_s"], row["reconv_s"], row["moves"],
+        lines.append("%-7s %-8s %4d %11s %11s %7s %9s %7s %9s %9s %13s %10s %5d %5d %4d  %s" % (
+            row["scenario"], row["nbd"], row["runs"], row["conv_s"], row["reconv_s"], row["balanced_pct"],
+            row["moves"],
             row["min_moves"], row["extra"], row["wasted"], row["stall_ms"], row["stalled"],
             row["drops"], row["other_stalls"], row["errors"], row["iops"]))
     for row in summary:
@@ -472,7 +477,7 @@ def main():
     with open(os.path.join(out, "bench-balance.txt"), "w") as f:
         f.write(text)
 
-    cols = ["id", "scenario", "nbd", "run", "ok", "conv_s", "reconv_s", "moves", "min_moves",
+    cols = ["id", "scenario", "nbd", "run", "ok", "conv_s", "reconv_s", "balanced_pct", "moves", "min_moves",
             "moves_logged", "wasted", "stalled", "drops", "other_stalls", "stall_ms", "errors", "iops",
             "client_stall_ms", "client_load", "goal"]
     with open(os.path.join(out, "bench-balance.csv"), "w", newline="") as f:
