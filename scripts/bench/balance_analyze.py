@@ -170,9 +170,18 @@ def analyze(d):
             if len(line) > 1:
                 first.append(int(line[0]) / 1000.0 - 0.5)
         c["t0"] = (min(first) if first else c["start_wall"]) - off_wall
-        c["t1"] = c["t0"] + c["runtime"]
 
     loads = [[n["load"] for n in s["n"]] for s in samples]
+    # a client whose first requests all stall logs nothing for a while: its
+    # connections' load shows that it started
+    for c in meta["clients"]:
+        go = c["start_wall"] - off_wall
+        for s in samples:
+            if go <= s["t"] < c["t0"] and any(x[2] == c["volume"] and x[4] > 0
+                                              for n in s["n"] for x in n["c"]):
+                c["t0"] = s["t"] - 0.5
+                break
+        c["t1"] = c["t0"] + c["runtime"]
     # per sample: {client: [conns per member]} and client load sums
     place, cload = [], []
     for s in samples:
