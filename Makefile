@@ -13,7 +13,7 @@
 #                        BENCH_ARGS="--quick" or "--servers ... --jobs ...", Documentation/bench.md)
 #   make bench-quick     the same, smoke-test size (~6 min)
 #   make bench-forward   forwarded vs local 4k latency in a 3-member group
-#   make bench-balance   balance scenarios (skew3 heavy4 churn) x stock/patched nbd.ko (~25 min;
+#   make bench-balance   balance scenarios (skew3 heavy4 churn) x stock/patched nbd.ko (~50 min;
 #                        BENCH_ARGS="--runs 2 --scenarios skew3", Documentation/bench.md)
 #   make soak            the fuzzers, attacks, faults and group tests for hours (SOAK_ARGS="--debug")
 #   make install         modules (lib/modules/KVER/updates/knbd) + depmod, tools, systemd units,
