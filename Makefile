@@ -13,6 +13,8 @@
 #                        BENCH_ARGS="--quick" or "--servers ... --jobs ...", Documentation/bench.md)
 #   make bench-quick     the same, smoke-test size (~6 min)
 #   make bench-forward   forwarded vs local 4k latency in a 3-member group
+#   make bench-balance   balance scenarios (skew3 heavy4 churn) x stock/patched nbd.ko (~50 min;
+#                        BENCH_ARGS="--runs 2 --scenarios skew3", Documentation/bench.md)
 #   make soak            the fuzzers, attacks, faults and group tests for hours (SOAK_ARGS="--debug")
 #   make install         modules (lib/modules/KVER/updates/knbd) + depmod, tools, systemd units,
 #                        man pages; DESTDIR=, PREFIX= (default /usr), depmod skipped with DESTDIR
@@ -33,6 +35,7 @@ endif
 PWD := $(shell pwd)
 
 .PHONY: all modules clean deps demo check check-static check-kunit check-vm check-debug bench bench-quick bench-forward soak help tools
+.PHONY: bench-balance
 .PHONY: install install-modules install-tools install-dkms-src uninstall deb
 
 all: modules
@@ -87,13 +90,18 @@ bench-forward:
 	scripts/deps.sh --run-only
 	scripts/bench/run.sh --bench forward-latency $(BENCH_RUN_ARGS) -- $(BENCH_ARGS)
 
+# BENCH_RUN_ARGS: --out DIR --timeout SECS --no-build --report-only (scripts/bench/balance.sh)
+bench-balance:
+	scripts/deps.sh --run-only
+	scripts/bench/balance.sh $(BENCH_RUN_ARGS) -- $(BENCH_ARGS)
+
 SOAK_ARGS ?=
 
 soak:
 	scripts/soak.sh $(SOAK_ARGS)
 
 help:
-	@sed -n '3,21p' Makefile
+	@sed -n '3,23p' Makefile
 
 # ------------------------------------------------------------- packaging --
 # One version for the modules (MODULE_VERSION, Kbuild), the tools (--version),
