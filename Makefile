@@ -21,6 +21,8 @@
 #   make install-modules / install-tools / uninstall   the parts, and removing what install put
 #   make deb             knbd-dkms and knbd-tools .debs (dpkg-buildpackage in a scratch copy)
 #                        into DEB_OUT (default out/deb); Documentation/packaging.md
+#   make nbd-patched     nbd.ko + patches/nbd/*.patch for KDIR's kernel (Documentation/nbd-patch.md)
+#   make sim             the connection manager's simulator, every scenario (tools/cmsim/README.md)
 
 # The running kernel's tree when its headers are installed, else the newest
 # installed one (a host whose kernel has no headers builds for Debian's).
@@ -101,7 +103,7 @@ soak:
 	scripts/soak.sh $(SOAK_ARGS)
 
 help:
-	@sed -n '3,23p' Makefile
+	@sed -n '3,25p' Makefile
 
 # ------------------------------------------------------------- packaging --
 # One version for the modules (MODULE_VERSION, Kbuild), the tools (--version),
