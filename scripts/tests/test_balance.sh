@@ -12,6 +12,9 @@
 #                             (max/min <= 1.5 over 5 s, within 30 s; the goal
 #                             of 10 s is reported), fio verify clean
 #   balance_rr                the same with IPVS round robin
+#   balance_patched           balance_knbd on the patched nbd.ko (patches/nbd), with
+#                             nbd-client -t 30: no request waits 1 s across the
+#                             moves (each scenario logs the requests drains left)
 #   balance_off               the same with the connection manager off: the
 #                             loads stay skewed (the manager is what balances)
 #
@@ -155,8 +158,9 @@ scenario() {
 	for ((i = 1; i <= GRP_N; i++)); do
 		cfs_set "$KNBD_CFS/nodes/m$i/balance" "$bal" || return 1
 	done
-	local moves0
+	local moves0 dropped0
 	moves0=$(total_moves)
+	dropped0=$(total_dropped)
 	ipvs_up "$sched" || return 1
 	for ((k = 0; k < NCLI; k++)); do
 		grp_attach "/dev/nbd$k" 1 "$VOL" "$CONNS" || return 1
@@ -204,7 +208,8 @@ scenario() {
 	kill "$spid" 2>/dev/null
 	wait "$spid" 2>/dev/null
 	for k in "${rpids[@]}"; do kill "$k" 2>/dev/null; done
-	local moves=$(($(total_moves) - moves0))
+	local moves=$(($(total_moves) - moves0)) dropped=$(($(total_dropped) - dropped0))
+	log "$mode: $moves moves, $dropped request(s) a drain left for the client to retry ($(nbd_which) nbd.ko)"
 	for ((k = 0; k < NCLI; k++)); do grp_detach "/dev/nbd$k"; done
 	ipvs_down
 	BAL_RESULT=$(python3 "$here/balance_report.py" --mode "$mode" --csv "$csv" \
@@ -240,6 +245,33 @@ chk_converge() {
 		{ why "worst stall ${stall} ms over the client timeout: $BAL_RESULT"; return 1; }
 }
 
+# all members' drain_dropped: requests a drain left for the client to retry
+total_dropped() {
+	local i n=0
+	for ((i = 1; i <= GRP_N; i++)); do
+		n=$((n + $(sed -n 's/.* drain_dropped \([0-9]*\).*/\1/p' "$KNBD_CFS/nodes/m$i/stats")))
+	done
+	echo "$n"
+}
+
+# The same scenario on the patched nbd.ko (patches/nbd, make nbd-patched) with
+# nbd-client's default-sized timeout: a request caught by a move is requeued
+# on the client's other connection at once, so no request waits 1 s.
+chk_patched() {
+	local stall d0 d1 rc=0
+	need_up || return 1
+	nbd_use patched || return 1
+	d0=$(total_dropped)
+	GRP_NBD_TIMEOUT=30 chk_converge patched knbd || rc=1
+	d1=$(total_dropped)
+	nbd_use stock || rc=1
+	[ "$rc" = 0 ] || return 1
+	stall=$(field worst_stall_ms)
+	log "patched nbd.ko: $(field moves) moves, $((d1 - d0)) request(s) left by drains, worst stall $stall ms (-t 30)"
+	python3 -c "import sys; sys.exit(0 if float('$stall') < 1000 else 1)" ||
+		{ why "worst stall $stall ms >= 1 s with the patched nbd.ko: $BAL_RESULT"; return 1; }
+}
+
 chk_off() {
 	scenario off knbd 0 || return 1
 	local ratio moves
@@ -264,5 +296,6 @@ t_run balance_config chk_config
 t_run balance_admin_drain chk_admin_drain
 t_run balance_knbd chk_converge knbd knbd
 t_run balance_rr chk_converge rr rr
+t_run balance_patched chk_patched
 t_run balance_off chk_off
 t_done
