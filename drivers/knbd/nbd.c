@@ -134,14 +134,15 @@ static int knbd_nbd_begin(struct knbd_conn *conn, struct knbd_volume *vol)
 				   KNBD_CONN_MAX_BYTES);
 	if (ret)
 		return ret;
+	/* Who the client is: the connection manager's safety rule asks. */
+	name = knbd_vol_name(vol);
+	conn->nbd.client_key = knbd_cm_client_key(&conn->peer, name, strlen(name),
+						  conn->nbd.fp);
 	/*
 	 * A disable kills the reference and then closes the connections on the
 	 * volume under conns_lock: publish conn->vol under that lock and look
 	 * at the reference, so that one of the two sees the other.
 	 */
-	name = knbd_vol_name(vol);
-	conn->nbd.client_key = knbd_cm_client_key(&conn->peer, name, strlen(name),
-						  conn->nbd.fp);
 	mutex_lock(&conn->node->conns_lock);
 	if (!percpu_ref_is_dying(&vol->ref))
 		WRITE_ONCE(conn->vol, vol);
