@@ -39,6 +39,11 @@ struct knbd_monitor {
 	/* One decision's moves (knbd_cm_pick_batch()). */
 	int pick[KNBD_CM_MAX_BATCH];
 	u64 pick_load[KNBD_CM_MAX_BATCH];
+	/* ... their loads again, 0 for those the client safety rule keeps */
+	u64 conn_safe[512];
+	u32 conn_key[512];
+	u8 conn_mv[512];
+	struct knbd_cm_tally tally;
 };
 
 static u32 knbd_lat_us(u64 ns, u64 ops)
@@ -150,6 +155,90 @@ static void knbd_cm_book_peers(struct knbd_node *node,
 }
 
 /*
+ * The client safety rule, every tick (the clients attribute shows it with
+ * the manager off too): which connections may move without breaking their
+ * client.  Under conns_lock, which also guards the proof table.
+ */
+static void knbd_cm_classify(struct knbd_monitor *mon)
+{
+	struct knbd_node *node = mon->node;
+	struct knbd_conn *conn;
+
+	knbd_cm_tally_reset(&mon->tally);
+	mutex_lock(&node->conns_lock);
+	list_for_each_entry(conn, &node->conns, node_entry)
+		if (!conn->is_peer && READ_ONCE(conn->state) == KNBD_CONN_TRANSMISSION)
+			knbd_cm_tally_add(&mon->tally, conn->nbd.client_key);
+	list_for_each_entry(conn, &node->conns, node_entry) {
+		u32 key = conn->nbd.client_key;
+
+		if (conn->is_peer || READ_ONCE(conn->state) != KNBD_CONN_TRANSMISSION)
+			continue;
+		WRITE_ONCE(conn->nbd.movable,
+			   knbd_cm_movable(knbd_cm_tally_count(&mon->tally, key),
+					   knbd_cm_proven(&node->cm_proof, key)));
+	}
+	mutex_unlock(&node->conns_lock);
+}
+
+/*
+ * The last move's client is back in the group's count, wherever it
+ * landed: it reconnects, so its other connections here may move too.
+ */
+static void knbd_cm_note_landing(struct knbd_node *node, const struct knbd_cm_member *m,
+				 unsigned int nr, unsigned long now)
+{
+	unsigned int i;
+
+	if (!knbd_cm_back_in_group(&node->cm_state, m, nr, now))
+		return;
+	mutex_lock(&node->conns_lock);
+	for (i = 0; i < node->cm_moved_nr; i++)
+		knbd_cm_proof_back(&node->cm_proof, node->cm_moved_key[i], now);
+	mutex_unlock(&node->conns_lock);
+}
+
+/* Ratelimited: the connection the rule kept, by its client's address. */
+static void knbd_cm_report_kept(struct knbd_node *node, u64 id)
+{
+	struct knbd_conn *conn;
+
+	mutex_lock(&node->conns_lock);
+	list_for_each_entry(conn, &node->conns, node_entry) {
+		if (conn->id != id)
+			continue;
+		pr_info_ratelimited("node %s: not moving client connection %llu from %pISc (client=%08x): it is the client's only one here and the client has not shown it reconnects (balance_clients=safe)\n",
+				    knbd_node_name(node), id, &conn->peer,
+				    conn->nbd.client_key);
+		break;
+	}
+	mutex_unlock(&node->conns_lock);
+}
+
+/*
+ * A client kept served only by its other connections here (multi, not
+ * proven) must keep one: one decision takes at most all but one of them.
+ */
+static unsigned int knbd_cm_keep_one(struct knbd_monitor *mon, unsigned int np)
+{
+	unsigned int i, j, kept = 0, same;
+
+	for (i = 0; i < np; i++) {
+		int c = mon->pick[i];
+
+		if (mon->conn_mv[c] == KNBD_CM_MOVABLE_MULTI) {
+			for (j = 0, same = 0; j < kept; j++)
+				same += mon->conn_key[mon->pick[j]] == mon->conn_key[c];
+			if (same + 1 >= knbd_cm_tally_count(&mon->tally, mon->conn_key[c]))
+				continue;
+		}
+		mon->pick_load[kept] = mon->pick_load[i];
+		mon->pick[kept++] = c;
+	}
+	return kept;
+}
+
+/*
  * The connection manager's tick: the group as this node sees it, the
  * policy's verdict, and the connections of one decision drained.
  */
@@ -165,6 +254,7 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	struct knbd_conn *conn;
 	struct knbd_cm_group g;
 	u64 target, own, moved_load = 0;
+	bool all;
 
 	if (!READ_ONCE(node->cm_enabled)) {
 		memset(&node->cm_state, 0, sizeof(node->cm_state));
@@ -178,6 +268,7 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	p.hold_ms = READ_ONCE(node->cm.hold_ms);
 	p.interval_ms = READ_ONCE(node->cm.interval_ms);
 	p.min_load = READ_ONCE(node->cm.min_load);
+	all = READ_ONCE(node->cm_clients_all);
 
 	/* Only this thread writes the cm_load figures. */
 	WRITE_ONCE(node->cm_load, knbd_load_ewma(node->cm_load, READ_ONCE(node->load),
@@ -211,6 +302,7 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	}
 	rcu_read_unlock();
 
+	knbd_cm_note_landing(node, m, nr, now);
 	v = knbd_cm_assess(&p, &node->cm_state, m, nr, 0, now);
 	WRITE_ONCE(node->cm_verdict, v);
 	WRITE_ONCE(node->cm_shedding, v == KNBD_CM_WAIT || v == KNBD_CM_MOVE);
@@ -229,6 +321,10 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 		if (conn->is_peer || READ_ONCE(conn->state) != KNBD_CONN_TRANSMISSION)
 			continue;
 		mon->conn_load[nc] = READ_ONCE(conn->load);
+		mon->conn_mv[nc] = READ_ONCE(conn->nbd.movable);
+		mon->conn_safe[nc] = all || mon->conn_mv[nc] != KNBD_CM_MOVABLE_NO ?
+				     mon->conn_load[nc] : 0;
+		mon->conn_key[nc] = conn->nbd.client_key;
 		mon->conn_id[nc++] = conn->id;
 	}
 	mutex_unlock(&node->conns_lock);
@@ -244,6 +340,23 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	np = nc < 2 ? 0 : knbd_cm_pick_batch(mon->conn_load, nc, own, g.min, target,
 					     mon->pick, mon->pick_load,
 					     knbd_cm_batch_max(m, nr, 0, &g));
+	/*
+	 * A pick would break its client: count the decision the rule
+	 * changed, and take the best of those that keep their client.
+	 */
+	for (i = 0; i < np && mon->conn_safe[mon->pick[i]]; i++)
+		;
+	if (i < np) {
+		atomic64_inc(&node->cm_would_break);
+		knbd_cm_report_kept(node, mon->conn_id[mon->pick[i]]);
+		np = knbd_cm_pick_batch(mon->conn_safe, nc, own, g.min, target,
+					mon->pick, mon->pick_load,
+					knbd_cm_batch_max(m, nr, 0, &g));
+		if (!np)
+			return;
+	}
+	if (!all)
+		np = knbd_cm_keep_one(mon, np);
 	if (!np) {
 		atomic64_inc(&node->cm_skipped);
 		pr_info_ratelimited("node %s: over-utilised (load %llu, least loaded member %llu) but none of its %u client connections would even it out\n",
@@ -262,6 +375,11 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	if (moved) {
 		/* m[] as assessed: its counts are from before the drains */
 		knbd_cm_moved(&node->cm_state, m, nr, now, moved_load);
+		node->cm_moved_nr = 0;
+		for (i = 0; i < np; i++)
+			if (mon->pick_load[i])
+				node->cm_moved_key[node->cm_moved_nr++] =
+					mon->conn_key[mon->pick[i]];
 		for (i = 0; i < np; i++)
 			knbd_cm_book(node, m, nr, mon->pick_load[i]);
 		knbd_cm_book_peers(node, m, nr);
@@ -291,6 +409,7 @@ static int knbd_load_thread(void *data)
 		knbd_load_sample_conns(node, jiffies_to_msecs(now - last) ?: 1);
 		last = now;
 		node->load_seq++;
+		knbd_cm_classify(mon);
 		knbd_cm_tick(mon, now, tick);
 
 		/* Non-blocking: the link's io_work sends it. */

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 typedef uint8_t u8;
 typedef uint16_t u16;
@@ -20,6 +22,7 @@ typedef uint64_t u64;
 typedef int32_t s32;
 typedef int64_t s64;
 
+#define U16_MAX		UINT16_MAX
 #define U32_MAX		UINT32_MAX
 #define U64_MAX		UINT64_MAX
 #define HZ		250
@@ -63,6 +66,41 @@ static inline u64 mul_u64_u32_div(u64 a, u32 mul, u32 div)
 #define READ_ONCE(x)			(x)
 #define EXPORT_SYMBOL_GPL(s)
 #define __maybe_unused			__attribute__((unused))
+
+#define BIT(n)		(1UL << (n))
+
+/*
+ * The client safety rule's hashes: any good mix will do here (the
+ * simulator's clients carry no addresses or handshakes).
+ */
+static inline u32 cmsim_mix(u32 h)
+{
+	h ^= h >> 16;
+	h *= 0x7feb352d;
+	h ^= h >> 15;
+	h *= 0x846ca68b;
+	return h ^ (h >> 16);
+}
+
+static inline u32 hash_32(u32 v, unsigned int bits)
+{
+	return (v * 0x61C88647u) >> (32 - bits);
+}
+
+static inline u32 jhash_1word(u32 a, u32 initval)
+{
+	return cmsim_mix(a ^ cmsim_mix(initval));
+}
+
+static inline u32 jhash(const void *key, u32 len, u32 initval)
+{
+	const u8 *k = key;
+	u32 h = cmsim_mix(initval ^ len);
+
+	while (len--)
+		h = cmsim_mix(h ^ *k++);
+	return h;
+}
 
 /* Types the policy's prototypes may name only by pointer. */
 struct knbd_node;
