@@ -1,0 +1,350 @@
+#!/bin/bash
+# Clients other than nbd.ko + knbd-reconnect under connection moves (issue
+# 14, items 3 and 4): a three-member group (group_lib.sh) behind the group
+# address (ipvs_lib.sh, 192.0.2.100), clients in the root namespace.
+#
+#   move_libnbd_*   a libnbd client (python3-libnbd, move_client.py: 64 KiB
+#                   write + read-back-verify pairs, paced, one connection)
+#                   next to 2 nbd.ko clients (nbd-client -C 2 +
+#                   knbd-reconnect, fio crc32c verify), all started on m1,
+#                   the connection manager on (balance 1) everywhere.  The
+#                   libnbd client cannot come back from a move, and its load
+#                   (about two nbd.ko connections') makes it the manager's
+#                   best pick: the client safety rule must skip it.
+#     _scenario     fio clean, the nbd.ko connections moved and the members
+#                   balanced (max/min of the last 5 s <= 1.5)
+#     _no_error     the libnbd client: no error, every read verified
+#     _not_moved    its connection is the same one on m1 at the end, and the
+#                   manager never logged moving it
+#     _rule         its clients line says movable=no, the nbd.ko ones
+#                   movable=multi, m1's stats count would_break
+#   move_qemu_no_delay   qemu-io's NBD driver without reconnect-delay: an
+#                   admin drain of its connection fails its next request
+#   move_qemu_reconnect  with reconnect-delay: 3 admin drains, each answered
+#                   by a new connection through the group address, no error,
+#                   every read verified; the per-move stall is logged
+#
+# Stalls: move_client.py logs every request (start, end); the stall of a
+# move is the longest time without a completed request after the drain.
+# Logs: OUT/move-*.log (clients), OUT/move-libnbd.csv/.summary (loads).
+set -u
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=group_lib.sh
+. "$here/group_lib.sh"
+# shellcheck source=ipvs_lib.sh
+. "$here/ipvs_lib.sh"
+
+VOL="mv"
+SIZE=$((192 << 20))
+EXT=$((1 << 20))
+NCLI=2			# nbd.ko clients, CONNS connections each
+CONNS=2
+RUN=${KNBD_MOVE_RUN:-40}	# seconds of fio
+FIO_RATE=${KNBD_MOVE_FIO_RATE:-30}	# writes/s per fio job (one job per connection)
+# 64 KiB pairs/s of the libnbd client: its load (a 64 KiB request weighs 2)
+# about twice an nbd.ko connection's
+LIB_RATE=${KNBD_MOVE_LIB_RATE:-32}
+LIB_OFF=$((128 << 20))
+QEMU_OFF=$((160 << 20))
+REGION=$((32 << 20))
+QEMU_DELAY=10		# reconnect-delay (s)
+RECONNECT=$KNBD_REPO/tools/knbd-reconnect
+CLIENT=$here/move_client.py
+# python3-libnbd is Debian's: its python, whatever python3 the PATH has
+PYNBD=/usr/bin/python3
+PIDS=()
+UP=0
+# the libnbd scenario's results, for the checks after it
+LIB_ID=''
+LIB_LINE=''
+NBD_LINES=''
+WB0=''
+WB1=''
+LIB_SUMMARY=''
+LIB_MOVED=0
+BAL_RESULT=''
+
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	ipvs_down
+	grp_teardown >/dev/null 2>&1
+}
+trap cleanup EXIT
+
+setup() {
+	grp_up || return 1
+	grp_enable_all || return 1
+	grp_vol_add "$VOL" "$SIZE" "$EXT" "epoch 1; stripe 1 2 3" || return 1
+	wait_until 30 grp_links_up || { why "links: $(grp_links_summary)"; return 1; }
+	"$PYNBD" -c 'import nbd' 2>/dev/null || { why "no python3-libnbd (scripts/deps.sh installs it)"; return 1; }
+	[ -x "$RECONNECT" ] || { why "$RECONNECT missing (make tools)"; return 1; }
+	UP=1
+}
+
+need_up() { [ "$UP" = 1 ] || { why "group not set up"; return 1; }; }
+
+# client_lines I: member I's client connections in transmission (whole lines)
+client_lines() {
+	awk '$3 != "(member)" && /state=transmission/' "$KNBD_CFS/nodes/m$1/clients" 2>/dev/null
+}
+
+# all_conns: "I:ID" of every client connection in transmission, all members
+all_conns() {
+	local i
+	for ((i = 1; i <= GRP_N; i++)); do
+		client_lines "$i" | awk -v m="$i" '{ print m ":" $1 }'
+	done
+}
+
+n_all_conns_is() { [ "$(all_conns | wc -l)" = "$1" ]; }
+n_conns_on_is() { [ "$(client_lines "$1" | wc -l)" = "$2" ]; }
+
+# node_stat I KEY: a number of the balance line of member I's stats
+node_stat() {
+	sed -n "s/^balance .* $2 \([0-9]*\).*/\1/p" "$KNBD_CFS/nodes/m$1/stats"
+}
+
+total_moves() {
+	local i n=0 v
+	for ((i = 1; i <= GRP_N; i++)); do
+		v=$(node_stat "$i" moves)
+		n=$((n + ${v:-0}))
+	done
+	echo "$n"
+}
+
+# ipvs_add_dest I: one more member behind the group address
+ipvs_add_dest() {
+	local out
+	out=$(ipvsadm -a -t "$(ipvs_svc)" -r "$(grp_ip "$1"):$IPVS_PORT" -m -w 1 2>&1) ||
+		{ why "ipvsadm -a member $1: $out"; return 1; }
+}
+
+first_cpu() {
+	local c=${1%%[,-]*}
+	echo "${c// /}"
+}
+
+set_balance() {
+	local i
+	for ((i = 1; i <= GRP_N; i++)); do
+		cfs_set "$KNBD_CFS/nodes/m$i/balance" "$1" || return 1
+	done
+}
+
+# client_start NAME MODE OFFSET [ARGS...]: move_client.py in the background,
+# log OUT/move-NAME.log, pid in CLIENT_PID; waits for its first pair
+CLIENT_PID=''
+client_start() {
+	local name=$1 mode=$2 off=$3 log=$KNBD_OUT/move-$1.log py=python3
+	shift 3
+	[ "$mode" = libnbd ] && py=$PYNBD
+	"$py" "$CLIENT" "$mode" "$IPVS_VIP" "$GRP_PORT" "$VOL" "$off" "$REGION" "$@" >"$log" 2>&1 &
+	CLIENT_PID=$!
+	PIDS+=("$CLIENT_PID")
+	wait_until 60 grep -qE '^(READY|SUMMARY)' "$log" && grep -q '^READY' "$log" ||
+		{ why "$name client did not start: $(tail -n 3 "$log")"; return 1; }
+}
+
+# client_stop NAME PID: SIGTERM, wait (bounded); its SUMMARY line
+client_stop() {
+	local log=$KNBD_OUT/move-$1.log
+	kill -TERM "$2" 2>/dev/null
+	wait_until 30 pid_gone "$2" || kill -KILL "$2" 2>/dev/null
+	wait "$2" 2>/dev/null
+	grep '^SUMMARY' "$log" | tail -n 1
+}
+
+sum_field() { sed -n "s/.*\b$2=\([^ ]*\).*/\1/p" <<<"$1"; }
+field() { sum_field "$BAL_RESULT" "$1"; }
+
+chk_libnbd_scenario() {
+	need_up || return 1
+	local csv=$KNBD_OUT/move-libnbd.csv k i rpids=() spid fpid rc moves0 moves
+	set_balance 0 || return 1
+	# Everyone arrives through the group address while m1 is its only
+	# member: the skewed start, and the libnbd client the oldest connection.
+	ipvs_up knbd 1 || return 1
+	client_start libnbd libnbd "$LIB_OFF" --rate "$LIB_RATE" || return 1
+	local lib_pid=$CLIENT_PID
+	wait_until 10 n_conns_on_is 1 1 || { why "want the libnbd connection alone on m1: $(all_conns | tr '\n' ' ')"; return 1; }
+	LIB_ID=$(client_lines 1 | awk '{ print $1 }')
+	log "libnbd client: connection $LIB_ID on m1"
+	for ((k = 0; k < NCLI; k++)); do
+		grp_attach_addr "/dev/nbd$k" "$IPVS_VIP" "$VOL" "$CONNS" || return 1
+		"$RECONNECT" -d "/dev/nbd$k" -H "$IPVS_VIP" -p "$GRP_PORT" -N "$VOL" -D 30 \
+			>"$KNBD_OUT/move-reconnect-nbd$k.log" 2>&1 &
+		rpids+=("$!")
+		PIDS+=("$!")
+	done
+	wait_until 10 n_conns_on_is 1 $((NCLI * CONNS + 1)) ||
+		{ why "want all connections on m1: $(all_conns | tr '\n' ' ')"; return 1; }
+	ipvs_add_dest 2 && ipvs_add_dest 3 || return 1
+	moves0=$(total_moves)
+	WB0=$(node_stat 1 would_break)
+	local mark
+	mark=$(kmsg_mark move-libnbd)
+	local nodes=()
+	for ((i = 1; i <= GRP_N; i++)); do nodes+=("$KNBD_CFS/nodes/m$i"); done
+	python3 "$here/balance_sampler.py" "$csv" 0.5 "${nodes[@]}" &
+	spid=$!
+	PIDS+=("$spid")
+	# one fio job per connection, pinned to a CPU of its queue (see test_balance.sh)
+	local jobs=() h q cpu reg=$((SIZE / 3 / NCLI / CONNS))
+	for ((k = 0; k < NCLI; k++)); do
+		h=0
+		for q in "/sys/block/nbd$k"/mq/*/; do
+			cpu=$(first_cpu "$(cat "$q/cpu_list" 2>/dev/null)")
+			[ -n "$cpu" ] || continue
+			jobs+=(--name="c$k-q$h" --filename="/dev/nbd$k" --cpus_allowed="$cpu"
+			       --offset=$(((k * CONNS + h) * reg)))
+			h=$((h + 1))
+		done
+		[ "$h" -gt 0 ] || { why "no queues under /sys/block/nbd$k/mq"; return 1; }
+	done
+	set_balance 1 || return 1
+	fio --rw=randwrite --bs=4k --iodepth=4 --ioengine=libaio --direct=1 --size="$reg" \
+		--rate_iops="$FIO_RATE" --verify=crc32c --verify_backlog=32 --verify_fatal=1 \
+		--time_based --runtime="$RUN" --output-format=json \
+		--output="$KNBD_OUT/fio-move-libnbd.json" "${jobs[@]}" >/dev/null 2>&1 &
+	fpid=$!
+	PIDS+=("$fpid")
+	with_timeout $((RUN + 120)) tail --pid="$fpid" -f /dev/null
+	wait "$fpid"
+	rc=$?
+	set_balance 0
+	moves=$(($(total_moves) - moves0))
+	WB1=$(node_stat 1 would_break)
+	LIB_LINE=$(grep "^$LIB_ID " "$KNBD_CFS/nodes/m1/clients")
+	NBD_LINES=$(for ((i = 1; i <= GRP_N; i++)); do client_lines "$i"; done | grep -v "^$LIB_ID ")
+	kill "$spid" 2>/dev/null
+	wait "$spid" 2>/dev/null
+	LIB_SUMMARY=$(client_stop libnbd "$lib_pid")
+	LIB_MOVED=0
+	dmesg_has_since "$mark" "node m1: .*(moving|could not move) client connection $LIB_ID " && LIB_MOVED=1
+	log "libnbd: $LIB_SUMMARY; line: $LIB_LINE; would_break m1 ${WB0:-none} -> ${WB1:-none}"
+	log "nbd.ko connections at the end: $(tr '\n' '|' <<<"$NBD_LINES")"
+	for k in "${rpids[@]}"; do kill "$k" 2>/dev/null; done
+	for ((k = 0; k < NCLI; k++)); do grp_detach "/dev/nbd$k"; done
+	ipvs_down
+	BAL_RESULT=$(python3 "$here/balance_report.py" --mode move-libnbd --csv "$csv" \
+		--fio "$KNBD_OUT/fio-move-libnbd.json" --moves "$moves" --run "$RUN" 2>&1)
+	log "$BAL_RESULT"
+	echo "$BAL_RESULT" >"$KNBD_OUT/move-libnbd.summary"
+	cat "$KNBD_OUT/move-libnbd.chart" >&2 2>/dev/null
+	[ "$rc" = 0 ] && [ "$(field fio_errors)" = 0 ] ||
+		{ why "fio rc $rc: $BAL_RESULT"; return 1; }
+	[ "$moves" -ge 1 ] || { why "the manager moved nothing: $BAL_RESULT"; return 1; }
+	python3 -c "import sys; sys.exit(0 if float('$(field final_ratio)') <= 1.5 else 1)" ||
+		{ why "members not balanced at the end: $BAL_RESULT"; return 1; }
+}
+
+chk_libnbd_no_error() {
+	[ -n "$LIB_SUMMARY" ] || { why "no summary from the libnbd client: $(tail -n 3 "$KNBD_OUT/move-libnbd.log")"; return 1; }
+	local e b p
+	e=$(sum_field "$LIB_SUMMARY" errors)
+	b=$(sum_field "$LIB_SUMMARY" verify_failures)
+	p=$(sum_field "$LIB_SUMMARY" pairs)
+	log "libnbd client: $p pairs, worst request $(sum_field "$LIB_SUMMARY" max_lat_ms) ms"
+	[ "$e" = 0 ] && [ "$b" = 0 ] ||
+		{ why "libnbd client: $LIB_SUMMARY; $(grep -m 3 -E ' (ERR|BAD) |^FAILED' "$KNBD_OUT/move-libnbd.log" | tr '\n' '|')"; return 1; }
+	[ "${p:-0}" -ge $((RUN * LIB_RATE / 4)) ] || { why "libnbd client did only $p pairs in $RUN s"; return 1; }
+}
+
+chk_libnbd_not_moved() {
+	[ -n "$LIB_ID" ] || { why "no libnbd connection id"; return 1; }
+	[ "$LIB_MOVED" = 0 ] || { why "the manager moved the libnbd client's connection $LIB_ID (dmesg)"; return 1; }
+	[[ $LIB_LINE == *state=transmission* ]] ||
+		{ why "connection $LIB_ID not on m1 in transmission at the end: '$LIB_LINE'"; return 1; }
+}
+
+# the client safety rule (engineer S): clients lines' movable=, would_break
+chk_libnbd_rule() {
+	[ -e "$KNBD_CFS/nodes/m1/balance_clients" ] || { why "no balance_clients attribute: this knbd has no client safety rule"; return 1; }
+	[[ $LIB_LINE == *" movable=no" ]] || { why "libnbd line: '$LIB_LINE', want movable=no"; return 1; }
+	local l n=0
+	while read -r l; do
+		[ -n "$l" ] || continue
+		n=$((n + 1))
+		[[ $l == *" movable=multi" ]] || { why "nbd.ko connection (2 per client) not movable=multi: '$l'"; return 1; }
+	done <<<"$NBD_LINES"
+	[ "$n" = $((NCLI * CONNS)) ] || { why "$n nbd.ko connections at the end, want $((NCLI * CONNS))"; return 1; }
+	[ -n "$WB1" ] && [ "$WB1" -gt "${WB0:-0}" ] ||
+		{ why "m1 would_break ${WB0:-none} -> ${WB1:-none}: the manager never skipped the libnbd client"; return 1; }
+}
+
+# qemu_conn_wait OLD: the qemu client's connection ("I:ID"), once it is
+# one other than OLD
+QEMU_CONN=''
+_qemu_conn_new() {
+	local c
+	c=$(all_conns)
+	[ "$(wc -l <<<"$c")" = 1 ] && [ -n "$c" ] && [ "$c" != "$1" ] || return 1
+	QEMU_CONN=$c
+}
+
+# qemu_drain I:ID: admin drain; its time (EPOCHREALTIME) in DRAIN_T
+DRAIN_T=''
+qemu_drain() {
+	DRAIN_T=$EPOCHREALTIME
+	cfs_set "$KNBD_CFS/nodes/m${1%%:*}/drain" "${1#*:}"
+}
+
+chk_qemu_no_delay() {
+	need_up || return 1
+	ipvs_up knbd || return 1
+	client_start qemu-nodelay qemu "$QEMU_OFF" --rate 20 || return 1
+	local pid=$CLIENT_PID s e
+	wait_until 10 _qemu_conn_new none || { why "qemu-io connection: $(all_conns | tr '\n' ' ')"; return 1; }
+	_nap 1
+	qemu_drain "$QEMU_CONN" || { client_stop qemu-nodelay "$pid" >/dev/null; return 1; }
+	_nap 3
+	s=$(client_stop qemu-nodelay "$pid")
+	e=$(sum_field "$s" errors)
+	log "qemu-io without reconnect-delay: $s; first error: $(grep -m 1 ' ERR ' "$KNBD_OUT/move-qemu-nodelay.log")"
+	ipvs_down
+	[ "${e:-0}" -ge 1 ] || { why "no error without reconnect-delay ($s): the move did not reach qemu?"; return 1; }
+}
+
+chk_qemu_reconnect() {
+	need_up || return 1
+	local log=$KNBD_OUT/move-qemu.log pid s n old st stalls='' i
+	ipvs_up knbd || return 1
+	client_start qemu qemu "$QEMU_OFF" --rate 20 --reconnect-delay "$QEMU_DELAY" || return 1
+	pid=$CLIENT_PID
+	wait_until 10 _qemu_conn_new none || { why "qemu-io connection: $(all_conns | tr '\n' ' ')"; client_stop qemu "$pid" >/dev/null; return 1; }
+	for ((i = 1; i <= 3; i++)); do
+		_nap 2
+		old=$QEMU_CONN
+		qemu_drain "$old" || { client_stop qemu "$pid" >/dev/null; return 1; }
+		wait_until 20 _qemu_conn_new "$old" ||
+			{ why "move $i: no new connection 20 s after draining $old: $(all_conns | tr '\n' ' ')"; client_stop qemu "$pid" >/dev/null; return 1; }
+		# requests completed on the new connection: the move is behind it
+		_nap 2
+		st=$(python3 "$CLIENT" stall "$log" "$DRAIN_T" 10)
+		log "qemu move $i: $old -> $QEMU_CONN, $st"
+		stalls="$stalls ${st%% *}"
+		n=$(sum_field "$st" stall_ms)
+		[ "${n:-99999}" -lt $((QEMU_DELAY * 1000)) ] ||
+			{ why "move $i: qemu stalled $n ms (reconnect-delay $QEMU_DELAY s)"; client_stop qemu "$pid" >/dev/null; return 1; }
+	done
+	s=$(client_stop qemu "$pid")
+	ipvs_down
+	log "qemu-io with reconnect-delay=$QEMU_DELAY: $s; per-move:$stalls"
+	[ "$(sum_field "$s" errors)" = 0 ] && [ "$(sum_field "$s" verify_failures)" = 0 ] ||
+		{ why "qemu-io: $s; $(grep -m 3 -E ' (ERR|BAD) |^FAILED' "$log" | tr '\n' '|')"; return 1; }
+	[ "$(sum_field "$s" pairs)" -ge 100 ] || { why "qemu-io did too little: $s"; return 1; }
+}
+
+# nbd.ko retries a request a drain left unanswered after this
+GRP_NBD_TIMEOUT=10
+t_run move_setup setup
+t_run move_libnbd_scenario chk_libnbd_scenario
+t_run move_libnbd_no_error chk_libnbd_no_error
+t_run move_libnbd_not_moved chk_libnbd_not_moved
+t_run move_libnbd_rule chk_libnbd_rule
+t_run move_qemu_no_delay chk_qemu_no_delay
+t_run move_qemu_reconnect chk_qemu_reconnect
+t_done
