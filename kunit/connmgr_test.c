@@ -8,6 +8,7 @@
  * Run with scripts/kunit.sh.
  */
 #include <kunit/test.h>
+#include <linux/in.h>
 #include <linux/jiffies.h>
 
 #include "knbd.h"
@@ -415,6 +416,185 @@ static void cm_converges_simulated(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, moves, 4U);
 }
 
+/* ---- the client safety rule ---- */
+
+static struct sockaddr_storage cm_v4(u32 addr, u16 port)
+{
+	struct sockaddr_storage ss = { };
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+
+	s4->sin_family = AF_INET;
+	s4->sin_addr.s_addr = htonl(addr);
+	s4->sin_port = htons(port);
+	return ss;
+}
+
+static u32 cm_fp(u32 cflags, const u32 *opts, unsigned int nr)
+{
+	u32 fp = knbd_cm_fp_init(cflags);
+	unsigned int i;
+
+	for (i = 0; i < nr; i++)
+		fp = knbd_cm_fp_add(fp, opts[i]);
+	return fp;
+}
+
+static void cm_fp_is_the_option_sequence(struct kunit *test)
+{
+	/* nbd-client and knbd-reconnect: GO; libnbd asks for structured replies first. */
+	static const u32 go[] = { KNBD_NBD_OPT_GO };
+	static const u32 sr_go[] = { KNBD_NBD_OPT_STRUCTURED_REPLY, KNBD_NBD_OPT_GO };
+	static const u32 go_sr[] = { KNBD_NBD_OPT_GO, KNBD_NBD_OPT_STRUCTURED_REPLY };
+
+	KUNIT_EXPECT_EQ(test, cm_fp(3, go, 1), cm_fp(3, go, 1));
+	KUNIT_EXPECT_NE(test, cm_fp(3, go, 1), cm_fp(3, sr_go, 2));
+	KUNIT_EXPECT_NE(test, cm_fp(3, sr_go, 2), cm_fp(3, go_sr, 2));
+	KUNIT_EXPECT_NE(test, cm_fp(3, go, 1), cm_fp(1, go, 1));
+	KUNIT_EXPECT_NE(test, cm_fp(3, go, 1), cm_fp(3, NULL, 0));
+}
+
+static void cm_key_is_host_volume_handshake(struct kunit *test)
+{
+	struct sockaddr_storage a1 = cm_v4(0xc00002fe, 40001);
+	struct sockaddr_storage a2 = cm_v4(0xc00002fe, 40002);
+	struct sockaddr_storage b = cm_v4(0xc00002fd, 40001);
+	u32 k = knbd_cm_client_key(&a1, "v1", 2, 7);
+
+	/* Another connection of the same client: only the port differs. */
+	KUNIT_EXPECT_EQ(test, k, knbd_cm_client_key(&a2, "v1", 2, 7));
+	KUNIT_EXPECT_NE(test, k, knbd_cm_client_key(&b, "v1", 2, 7));
+	KUNIT_EXPECT_NE(test, k, knbd_cm_client_key(&a1, "v2", 2, 7));
+	KUNIT_EXPECT_NE(test, k, knbd_cm_client_key(&a1, "v1", 2, 8));
+}
+
+static void cm_movable_rule(struct kunit *test)
+{
+	KUNIT_EXPECT_EQ(test, knbd_cm_movable(2, false), KNBD_CM_MOVABLE_MULTI);
+	KUNIT_EXPECT_EQ(test, knbd_cm_movable(3, true), KNBD_CM_MOVABLE_MULTI);
+	KUNIT_EXPECT_EQ(test, knbd_cm_movable(1, true), KNBD_CM_MOVABLE_PROVEN);
+	KUNIT_EXPECT_EQ(test, knbd_cm_movable(1, false), KNBD_CM_MOVABLE_NO);
+	/* not counted (the tally was full): alone, the safe side */
+	KUNIT_EXPECT_EQ(test, knbd_cm_movable(0, false), KNBD_CM_MOVABLE_NO);
+	KUNIT_EXPECT_STREQ(test, knbd_cm_movable_name(KNBD_CM_MOVABLE_PROVEN), "proven");
+}
+
+static void cm_tally_counts_per_key(struct kunit *test)
+{
+	struct knbd_cm_tally *t = kunit_kzalloc(test, sizeof(*t), GFP_KERNEL);
+
+	KUNIT_ASSERT_NOT_NULL(test, t);
+	knbd_cm_tally_reset(t);
+	knbd_cm_tally_add(t, 5);
+	knbd_cm_tally_add(t, 0);
+	knbd_cm_tally_add(t, 5);
+	KUNIT_EXPECT_EQ(test, knbd_cm_tally_count(t, 5), 2U);
+	KUNIT_EXPECT_EQ(test, knbd_cm_tally_count(t, 0), 1U);
+	KUNIT_EXPECT_EQ(test, knbd_cm_tally_count(t, 6), 0U);
+	knbd_cm_tally_reset(t);
+	KUNIT_EXPECT_EQ(test, knbd_cm_tally_count(t, 5), 0U);
+}
+
+static void cm_tally_full_counts_none(struct kunit *test)
+{
+	struct knbd_cm_tally *t = kunit_kzalloc(test, sizeof(*t), GFP_KERNEL);
+	unsigned int i;
+
+	KUNIT_ASSERT_NOT_NULL(test, t);
+	for (i = 0; i < KNBD_CM_TALLY_SLOTS; i++)
+		knbd_cm_tally_add(t, i * 7919);
+	KUNIT_EXPECT_EQ(test, knbd_cm_tally_count(t, 7919), 1U);
+	/* No room: never counted, so never "multi" by mistake. */
+	knbd_cm_tally_add(t, 1);
+	knbd_cm_tally_add(t, 1);
+	KUNIT_EXPECT_EQ(test, knbd_cm_tally_count(t, 1), 0U);
+}
+
+static void cm_proof_back_in_time(struct kunit *test)
+{
+	struct knbd_cm_proof *pt = kunit_kzalloc(test, sizeof(*pt), GFP_KERNEL);
+	unsigned long t = 5000;
+
+	KUNIT_ASSERT_NOT_NULL(test, pt);
+	/* never drained: a new client proves nothing */
+	KUNIT_EXPECT_FALSE(test, knbd_cm_proof_back(pt, 42, t));
+	knbd_cm_proof_drained(pt, 42, t);
+	KUNIT_EXPECT_FALSE(test, knbd_cm_proven(pt, 42));
+	KUNIT_EXPECT_TRUE(test, knbd_cm_proof_back(pt, 42, t + 10 * HZ));
+	KUNIT_EXPECT_TRUE(test, knbd_cm_proven(pt, 42));
+	/* once is news, then it simply stays proven */
+	KUNIT_EXPECT_FALSE(test, knbd_cm_proof_back(pt, 42, t + 11 * HZ));
+	knbd_cm_proof_drained(pt, 42, t + 100 * HZ);
+	KUNIT_EXPECT_TRUE(test, knbd_cm_proven(pt, 42));
+}
+
+static void cm_proof_too_late(struct kunit *test)
+{
+	struct knbd_cm_proof *pt = kunit_kzalloc(test, sizeof(*pt), GFP_KERNEL);
+	unsigned long t = 5000;
+
+	KUNIT_ASSERT_NOT_NULL(test, pt);
+	knbd_cm_proof_drained(pt, 42, t);
+	/* a client started again by hand is not one that reconnects */
+	KUNIT_EXPECT_FALSE(test, knbd_cm_proof_back(pt, 42, t + KNBD_CM_PROOF_TIME + 1));
+	KUNIT_EXPECT_FALSE(test, knbd_cm_proven(pt, 42));
+	KUNIT_EXPECT_FALSE(test, knbd_cm_proven(pt, 43));
+}
+
+static void cm_proof_oldest_gives_way(struct kunit *test)
+{
+	struct knbd_cm_proof *pt = kunit_kzalloc(test, sizeof(*pt), GFP_KERNEL);
+	unsigned int i;
+
+	KUNIT_ASSERT_NOT_NULL(test, pt);
+	for (i = 0; i < KNBD_CM_PROOF_SLOTS; i++) {
+		/* the oldest one in the middle of the table */
+		knbd_cm_proof_drained(pt, 1000 + i, i == 100 ? 10 : 100 + i);
+		knbd_cm_proof_back(pt, 1000 + i, i == 100 ? 11 : 101 + i);
+	}
+	knbd_cm_proof_drained(pt, 7, 1000);
+	KUNIT_EXPECT_FALSE(test, knbd_cm_proven(pt, 1100));
+	KUNIT_EXPECT_TRUE(test, knbd_cm_proven(pt, 1000));
+	KUNIT_EXPECT_TRUE(test, knbd_cm_proven(pt, 1000 + KNBD_CM_PROOF_SLOTS - 1));
+	KUNIT_EXPECT_TRUE(test, knbd_cm_proof_back(pt, 7, 1001));
+}
+
+static void cm_back_in_group_by_count(struct kunit *test)
+{
+	struct knbd_cm_member m[] = { M(1, 9000), M(2, 1000), STALE(3, 0) };
+	struct knbd_cm_state st = { };
+	unsigned long t = 1000;
+
+	m[0].conns = 4;
+	m[1].conns = 2;
+	m[2].conns = 5;
+	knbd_cm_moved(&st, m, ARRAY_SIZE(m), t);
+	KUNIT_EXPECT_EQ(test, st.conns_before, 6U);
+	/* the moved connection is gone ... */
+	m[0].conns = 3;
+	KUNIT_EXPECT_FALSE(test, knbd_cm_back_in_group(&st, m, ARRAY_SIZE(m), t + 10));
+	/* ... and back on another member */
+	m[1].conns = 3;
+	KUNIT_EXPECT_TRUE(test, knbd_cm_back_in_group(&st, m, ARRAY_SIZE(m), t + 20));
+	/* the landing time is over: whoever arrives now proves nothing */
+	KUNIT_EXPECT_FALSE(test, knbd_cm_back_in_group(&st, m, ARRAY_SIZE(m),
+						       t + KNBD_CM_LAND_TIME));
+	st.landing = false;
+	KUNIT_EXPECT_FALSE(test, knbd_cm_back_in_group(&st, m, ARRAY_SIZE(m), t + 20));
+}
+
+static void cm_pick_among_safe(struct kunit *test)
+{
+	/*
+	 * monitor.c zeroes the loads the rule keeps: the best pick (the only
+	 * connection of a client) gives way to the best of the others.
+	 */
+	u64 all[] = { 1000, 5000, 2000 };
+	u64 safe[] = { 1000, 0, 2000 };
+
+	KUNIT_EXPECT_EQ(test, knbd_cm_pick(all, 3, 8000, 0, 4000), 1);
+	KUNIT_EXPECT_EQ(test, knbd_cm_pick(safe, 3, 8000, 0, 4000), 2);
+}
+
 static struct kunit_case knbd_connmgr_cases[] = {
 	KUNIT_CASE(cm_group_mean_min_max),
 	KUNIT_CASE(cm_group_skips_stale),
@@ -441,6 +621,16 @@ static struct kunit_case knbd_connmgr_cases[] = {
 	KUNIT_CASE(cm_pick_tie_oldest),
 	KUNIT_CASE(cm_pick_own_not_above_min),
 	KUNIT_CASE(cm_converges_simulated),
+	KUNIT_CASE(cm_fp_is_the_option_sequence),
+	KUNIT_CASE(cm_key_is_host_volume_handshake),
+	KUNIT_CASE(cm_movable_rule),
+	KUNIT_CASE(cm_tally_counts_per_key),
+	KUNIT_CASE(cm_tally_full_counts_none),
+	KUNIT_CASE(cm_proof_back_in_time),
+	KUNIT_CASE(cm_proof_too_late),
+	KUNIT_CASE(cm_proof_oldest_gives_way),
+	KUNIT_CASE(cm_back_in_group_by_count),
+	KUNIT_CASE(cm_pick_among_safe),
 	{}
 };
 

@@ -1406,13 +1406,14 @@ static ssize_t knbd_node_stats_show(struct config_item *item, char *page)
 			     READ_ONCE(node->lat_us), READ_ONCE(node->inflight),
 			     atomic64_read(&node->timeouts));
 	len += sysfs_emit_at(page, len,
-			     "balance %s state %s smoothed %s moves %lld admin_drains %lld no_fit %lld deferred %lld drain_dropped %lld\n",
+			     "balance %s state %s smoothed %s moves %lld admin_drains %lld no_fit %lld deferred %lld drain_dropped %lld would_break %lld\n",
 			     READ_ONCE(node->cm_enabled) ? "on" : "off",
 			     knbd_cm_verdict_name(READ_ONCE(node->cm_verdict)),
 			     knbd_load_fmt(READ_ONCE(node->cm_load)).s,
 			     atomic64_read(&node->cm_moves), atomic64_read(&node->cm_drains),
 			     atomic64_read(&node->cm_skipped), atomic64_read(&node->cm_deferred),
-			     atomic64_read(&node->drain_dropped));
+			     atomic64_read(&node->drain_dropped),
+			     atomic64_read(&node->cm_would_break));
 	spin_lock(&node->budget_lock);
 	len += sysfs_emit_at(page, len,
 			     "budget max_mb %u used %llu floor %llu peak %llu waiting %zu waits %lld handshake_timeouts %lld idle_closes %lld\n",
@@ -1617,6 +1618,35 @@ static ssize_t knbd_node_balance_min_load_store(struct config_item *item,
 }
 CONFIGFS_ATTR(knbd_node_, balance_min_load);
 
+/*
+ * Which client connections the manager may move: "safe" (those whose
+ * client keeps service: connmgr.c's safety rule) or "all" (for groups
+ * whose clients all reconnect).
+ */
+static ssize_t knbd_node_balance_clients_show(struct config_item *item, char *page)
+{
+	return sysfs_emit(page, "%s\n",
+			  READ_ONCE(to_knbd_node(item)->cm_clients_all) ? "all" : "safe");
+}
+
+static ssize_t knbd_node_balance_clients_store(struct config_item *item,
+					       const char *page, size_t count)
+{
+	bool all;
+
+	if (sysfs_streq(page, "safe")) {
+		all = false;
+	} else if (sysfs_streq(page, "all")) {
+		all = true;
+	} else {
+		knbd_cfg_warn(item, "balance_clients must be safe or all\n");
+		return -EINVAL;
+	}
+	WRITE_ONCE(to_knbd_node(item)->cm_clients_all, all);
+	return count;
+}
+CONFIGFS_ATTR(knbd_node_, balance_clients);
+
 /* Admin: "echo ID > drain" moves client connection ID away gracefully. */
 static ssize_t knbd_node_drain_store(struct config_item *item, const char *page,
 				     size_t count)
@@ -1646,7 +1676,8 @@ CONFIGFS_ATTR_WO(knbd_node_, drain);
 
 /*
  * Longest clients line: a u64 id, an IPv6 address with scope and port, a
- * volume name (NAME_MAX), the state and five numbers.
+ * volume name (NAME_MAX), the state and five numbers, the client key and
+ * its movable verdict (31 bytes): under 500.
  */
 #define KNBD_CLIENTS_LINE_MAX	640
 /*
@@ -1664,16 +1695,24 @@ static int knbd_conn_line(struct knbd_conn *conn, char *line)
 	u64 load = READ_ONCE(conn->load);
 	/* io_work's own count: a gauge, a stale value is as good as any */
 	unsigned int inflight = data_race(conn->inflight);
+	int n;
 
-	return scnprintf(line, KNBD_CLIENTS_LINE_MAX,
-			 "%llu %pISpc %s state=%s inflight=%u ops=%lld bytes=%lld load=%s lat_us=%u\n",
-			 conn->id, &conn->peer,
-			 conn->is_peer ? "(member)" :
-			 vol ? config_item_name(&vol->group.cg_item) : "-",
-			 knbd_conn_state_name(READ_ONCE(conn->state)),
-			 inflight, atomic64_read(&conn->ops),
-			 atomic64_read(&conn->bytes), knbd_load_fmt(load).s,
-			 READ_ONCE(conn->lat_us));
+	n = scnprintf(line, KNBD_CLIENTS_LINE_MAX,
+		      "%llu %pISpc %s state=%s inflight=%u ops=%lld bytes=%lld load=%s lat_us=%u",
+		      conn->id, &conn->peer,
+		      conn->is_peer ? "(member)" :
+		      vol ? config_item_name(&vol->group.cg_item) : "-",
+		      knbd_conn_state_name(READ_ONCE(conn->state)),
+		      inflight, atomic64_read(&conn->ops),
+		      atomic64_read(&conn->bytes), knbd_load_fmt(load).s,
+		      READ_ONCE(conn->lat_us));
+	/* The key is set before transmission, under conns_lock (held here). */
+	if (conn->is_peer || !vol)
+		return n + scnprintf(line + n, KNBD_CLIENTS_LINE_MAX - n,
+				     " client=- movable=-\n");
+	return n + scnprintf(line + n, KNBD_CLIENTS_LINE_MAX - n,
+			     " client=%08x movable=%s\n", conn->nbd.client_key,
+			     knbd_cm_movable_name(READ_ONCE(conn->nbd.movable)));
 }
 
 /*
@@ -1738,6 +1777,7 @@ static struct configfs_attribute *knbd_node_attrs[] = {
 	&knbd_node_attr_balance_hold_ms,
 	&knbd_node_attr_balance_interval_ms,
 	&knbd_node_attr_balance_min_load,
+	&knbd_node_attr_balance_clients,
 	&knbd_node_attr_drain,
 	&knbd_node_attr_stats,
 	&knbd_node_attr_enable,

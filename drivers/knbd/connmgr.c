@@ -19,6 +19,10 @@
  */
 #define pr_fmt(fmt) "knbd: " fmt
 
+#include <linux/hash.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/jhash.h>
 #include <linux/jiffies.h>
 #include <linux/math64.h>
 
@@ -216,4 +220,172 @@ const char *knbd_cm_verdict_name(enum knbd_cm_verdict v)
 		return "deferring";
 	}
 	return "?";
+}
+
+/*
+ * ---- The client safety rule: never move a client that cannot come back ----
+ *
+ * A client is (source address, volume, fingerprint of its handshake): the
+ * option codes it sent, in order, and its client flags.  nbd.ko's
+ * connections of one device all negotiate alike (nbd-client -C N, and
+ * knbd-reconnect's own handshake is the same GO), while a libnbd or QEMU
+ * client on the same host negotiates otherwise and is another client.
+ * Moving one of its connections keeps a client served when another of its
+ * connections stays (multi) or when it has shown that it reconnects
+ * (proven): one of its connections came back after a drain.
+ */
+#define KNBD_CM_FP_SEED		0x6b6e6264	/* "knbd" */
+
+u32 knbd_cm_fp_init(u32 cflags)
+{
+	return jhash_1word(cflags, KNBD_CM_FP_SEED);
+}
+
+u32 knbd_cm_fp_add(u32 fp, u32 option)
+{
+	return jhash_1word(option, fp);
+}
+
+/* Without the port: every connection of a client has its own. */
+u32 knbd_cm_client_key(const struct sockaddr_storage *ss, const char *vol,
+		       size_t vol_len, u32 fp)
+{
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+	const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+	u32 h = fp;
+
+	if (ss->ss_family == AF_INET)
+		h = jhash(&s4->sin_addr, sizeof(s4->sin_addr), h);
+	else if (ss->ss_family == AF_INET6)
+		h = jhash(&s6->sin6_addr, sizeof(s6->sin6_addr), h);
+	return jhash(vol, vol_len, h);
+}
+
+enum knbd_cm_movable knbd_cm_movable(unsigned int live, bool proven)
+{
+	if (live >= 2)
+		return KNBD_CM_MOVABLE_MULTI;
+	return proven ? KNBD_CM_MOVABLE_PROVEN : KNBD_CM_MOVABLE_NO;
+}
+
+const char *knbd_cm_movable_name(enum knbd_cm_movable mv)
+{
+	switch (mv) {
+	case KNBD_CM_MOVABLE_NO:
+		return "no";
+	case KNBD_CM_MOVABLE_MULTI:
+		return "multi";
+	case KNBD_CM_MOVABLE_PROVEN:
+		return "proven";
+	}
+	return "?";
+}
+
+/*
+ * Live connections per client key, counted afresh every tick in a fixed
+ * open-addressed table (no allocation per connection).  A key that finds
+ * no room counts 0: its connections look alone, the safe side.
+ */
+void knbd_cm_tally_reset(struct knbd_cm_tally *t)
+{
+	memset(t->count, 0, sizeof(t->count));
+}
+
+static int knbd_cm_tally_slot(const struct knbd_cm_tally *t, u32 key)
+{
+	unsigned int i, s = hash_32(key, KNBD_CM_TALLY_BITS);
+
+	for (i = 0; i < KNBD_CM_TALLY_SLOTS; i++, s = (s + 1) % KNBD_CM_TALLY_SLOTS)
+		if (!t->count[s] || t->key[s] == key)
+			return s;
+	return -1;
+}
+
+void knbd_cm_tally_add(struct knbd_cm_tally *t, u32 key)
+{
+	int s = knbd_cm_tally_slot(t, key);
+
+	if (s < 0)
+		return;
+	t->key[s] = key;
+	if (t->count[s] < U16_MAX)
+		t->count[s]++;
+}
+
+unsigned int knbd_cm_tally_count(const struct knbd_cm_tally *t, u32 key)
+{
+	int s = knbd_cm_tally_slot(t, key);
+
+	return s < 0 ? 0 : t->count[s];
+}
+
+/*
+ * Proof of reconnecting: the keys of drained connections, with when, in a
+ * fixed table (the oldest entry gives way).  A connection of the same key
+ * in transmission again within KNBD_CM_PROOF_TIME proves its client.
+ */
+static struct knbd_cm_proof_entry *knbd_cm_proof_find(struct knbd_cm_proof *pt, u32 key)
+{
+	unsigned int i;
+
+	for (i = 0; i < KNBD_CM_PROOF_SLOTS; i++)
+		if (pt->e[i].at && pt->e[i].key == key)
+			return &pt->e[i];
+	return NULL;
+}
+
+void knbd_cm_proof_drained(struct knbd_cm_proof *pt, u32 key, unsigned long now)
+{
+	struct knbd_cm_proof_entry *e = knbd_cm_proof_find(pt, key);
+	unsigned int i;
+
+	if (!e) {
+		e = &pt->e[0];
+		for (i = 0; i < KNBD_CM_PROOF_SLOTS && e->at; i++)
+			if (!pt->e[i].at || time_before(pt->e[i].at, e->at))
+				e = &pt->e[i];
+		e->key = key;
+		e->proven = false;
+	}
+	/* A proven client stays proven: this is one more chance to show it. */
+	e->at = now ?: 1;
+}
+
+bool knbd_cm_proof_back(struct knbd_cm_proof *pt, u32 key, unsigned long now)
+{
+	struct knbd_cm_proof_entry *e = knbd_cm_proof_find(pt, key);
+
+	if (!e || e->proven || time_after(now, e->at + KNBD_CM_PROOF_TIME))
+		return false;
+	e->proven = true;
+	return true;
+}
+
+bool knbd_cm_proven(const struct knbd_cm_proof *pt, u32 key)
+{
+	unsigned int i;
+
+	for (i = 0; i < KNBD_CM_PROOF_SLOTS; i++)
+		if (pt->e[i].at && pt->e[i].key == key)
+			return pt->e[i].proven;
+	return false;
+}
+
+/*
+ * The last move has landed by the group's count (knbd_cm_assess()'s
+ * landing rule): the group's client connections are back to what they
+ * were before it, before the landing time ran out.
+ */
+bool knbd_cm_back_in_group(const struct knbd_cm_state *st,
+			   const struct knbd_cm_member *m, unsigned int nr,
+			   unsigned long now)
+{
+	u32 conns = 0;
+	unsigned int i;
+
+	if (!st->landing || time_after_eq(now, st->last_move + KNBD_CM_LAND_TIME))
+		return false;
+	for (i = 0; i < nr; i++)
+		conns += m[i].fresh ? m[i].conns : 0;
+	return conns >= st->conns_before;
 }

@@ -238,6 +238,8 @@ int knbd_conn_drain(struct knbd_node *node, u64 id, bool by_admin)
 		if (ret)
 			break;
 		conn->nbd.by_admin = by_admin;
+		/* Whoever drains it: the client may now show that it comes back. */
+		knbd_cm_proof_drained(&node->cm_proof, conn->nbd.client_key, jiffies);
 		/* by_admin first: io_work reads it once it sees the request */
 		smp_store_release(&conn->nbd.drain_req, true);
 		knbd_conn_kick(conn);

@@ -412,6 +412,56 @@ int knbd_cm_pick(const u64 *conn_load, unsigned int nr, u64 own, u64 min,
 		 u64 target);
 const char *knbd_cm_verdict_name(enum knbd_cm_verdict v);
 
+/*
+ * The client safety rule (connmgr.c): a connection is moved only when its
+ * client keeps service.
+ */
+enum knbd_cm_movable {
+	KNBD_CM_MOVABLE_NO,	/* its only connection here, never seen back */
+	KNBD_CM_MOVABLE_MULTI,	/* the client has another live connection here */
+	KNBD_CM_MOVABLE_PROVEN,	/* the client came back after a drain */
+};
+
+#define KNBD_CM_TALLY_BITS	10
+#define KNBD_CM_TALLY_SLOTS	BIT(KNBD_CM_TALLY_BITS)
+
+/* Live connections per client key, rebuilt every tick (count 0: free). */
+struct knbd_cm_tally {
+	u32 key[KNBD_CM_TALLY_SLOTS];
+	u16 count[KNBD_CM_TALLY_SLOTS];
+};
+
+/* Drained clients, and those that came back; the oldest entry gives way. */
+#define KNBD_CM_PROOF_SLOTS	256
+/* A drained client back later than this proves nothing. */
+#define KNBD_CM_PROOF_TIME	(30 * HZ)
+
+struct knbd_cm_proof_entry {
+	u32 key;
+	bool proven;
+	unsigned long at;	/* last drained (jiffies); 0: free */
+};
+
+struct knbd_cm_proof {
+	struct knbd_cm_proof_entry e[KNBD_CM_PROOF_SLOTS];
+};
+
+u32 knbd_cm_fp_init(u32 cflags);
+u32 knbd_cm_fp_add(u32 fp, u32 option);
+u32 knbd_cm_client_key(const struct sockaddr_storage *ss, const char *vol,
+		       size_t vol_len, u32 fp);
+enum knbd_cm_movable knbd_cm_movable(unsigned int live, bool proven);
+const char *knbd_cm_movable_name(enum knbd_cm_movable mv);
+void knbd_cm_tally_reset(struct knbd_cm_tally *t);
+void knbd_cm_tally_add(struct knbd_cm_tally *t, u32 key);
+unsigned int knbd_cm_tally_count(const struct knbd_cm_tally *t, u32 key);
+void knbd_cm_proof_drained(struct knbd_cm_proof *pt, u32 key, unsigned long now);
+bool knbd_cm_proof_back(struct knbd_cm_proof *pt, u32 key, unsigned long now);
+bool knbd_cm_proven(const struct knbd_cm_proof *pt, u32 key);
+bool knbd_cm_back_in_group(const struct knbd_cm_state *st,
+			   const struct knbd_cm_member *m, unsigned int nr,
+			   unsigned long now);
+
 /* ---- objects ---- */
 
 /* The socket callbacks knbd takes over (sock.c), and what it saved. */
@@ -529,6 +579,11 @@ struct knbd_node {
 	atomic64_t cm_drains;		/* by an admin, through configfs */
 	atomic64_t cm_skipped;		/* over-utilised but no connection fits */
 	atomic64_t cm_deferred;		/* another member was moving already */
+	/* The client safety rule (connmgr.c); the proof table under conns_lock. */
+	bool cm_clients_all;		/* balance_clients=all: move any connection */
+	atomic64_t cm_would_break;	/* decisions whose pick would break its client */
+	u32 cm_moved_key;		/* client of the last move (monitor only) */
+	struct knbd_cm_proof cm_proof;
 	atomic64_t drain_dropped;	/* requests unread when a drain closed */
 	atomic64_t timeouts;		/* connections closed by io_timeout */
 	atomic64_t hs_timeouts;		/* ... by handshake_timeout */
@@ -838,6 +893,11 @@ struct knbd_nbd_conn {
 	bool corked;
 	bool by_admin;
 	bool drain_req;			/* asked for (knbd_conn_drain()) */
+
+	/* Who the client is (connmgr.c's safety rule). */
+	u32 fp;				/* its handshake so far */
+	u32 client_key;			/* set when transmission begins */
+	enum knbd_cm_movable movable;	/* the monitor's last verdict */
 };
 
 /* Member transport state (peer_serve.c). */

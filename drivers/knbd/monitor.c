@@ -36,6 +36,10 @@ struct knbd_monitor {
 	/* Candidates for a move; past this many, the oldest are considered. */
 	u64 conn_load[512];
 	u64 conn_id[512];
+	/* ... their loads again, 0 for those the client safety rule keeps */
+	u64 conn_safe[512];
+	u32 conn_key[512];
+	struct knbd_cm_tally tally;
 };
 
 static u32 knbd_lat_us(u64 ns, u64 ops)
@@ -109,6 +113,64 @@ static void knbd_load_sample_conns(struct knbd_node *node, u32 elapsed_ms)
 }
 
 /*
+ * The client safety rule, every tick (the clients attribute shows it with
+ * the manager off too): which connections may move without breaking their
+ * client.  Under conns_lock, which also guards the proof table.
+ */
+static void knbd_cm_classify(struct knbd_monitor *mon)
+{
+	struct knbd_node *node = mon->node;
+	struct knbd_conn *conn;
+
+	knbd_cm_tally_reset(&mon->tally);
+	mutex_lock(&node->conns_lock);
+	list_for_each_entry(conn, &node->conns, node_entry)
+		if (!conn->is_peer && READ_ONCE(conn->state) == KNBD_CONN_TRANSMISSION)
+			knbd_cm_tally_add(&mon->tally, conn->nbd.client_key);
+	list_for_each_entry(conn, &node->conns, node_entry) {
+		u32 key = conn->nbd.client_key;
+
+		if (conn->is_peer || READ_ONCE(conn->state) != KNBD_CONN_TRANSMISSION)
+			continue;
+		WRITE_ONCE(conn->nbd.movable,
+			   knbd_cm_movable(knbd_cm_tally_count(&mon->tally, key),
+					   knbd_cm_proven(&node->cm_proof, key)));
+	}
+	mutex_unlock(&node->conns_lock);
+}
+
+/*
+ * The last move's client is back in the group's count, wherever it
+ * landed: it reconnects, so its other connections here may move too.
+ */
+static void knbd_cm_note_landing(struct knbd_node *node, const struct knbd_cm_member *m,
+				 unsigned int nr, unsigned long now)
+{
+	if (!knbd_cm_back_in_group(&node->cm_state, m, nr, now))
+		return;
+	mutex_lock(&node->conns_lock);
+	knbd_cm_proof_back(&node->cm_proof, node->cm_moved_key, now);
+	mutex_unlock(&node->conns_lock);
+}
+
+/* Ratelimited: the connection the rule kept, by its client's address. */
+static void knbd_cm_report_kept(struct knbd_node *node, u64 id)
+{
+	struct knbd_conn *conn;
+
+	mutex_lock(&node->conns_lock);
+	list_for_each_entry(conn, &node->conns, node_entry) {
+		if (conn->id != id)
+			continue;
+		pr_info_ratelimited("node %s: not moving client connection %llu from %pISc (client=%08x): it is the client's only one here and the client has not shown it reconnects (balance_clients=safe)\n",
+				    knbd_node_name(node), id, &conn->peer,
+				    conn->nbd.client_key);
+		break;
+	}
+	mutex_unlock(&node->conns_lock);
+}
+
+/*
  * The connection manager's tick: the group as this node sees it, the
  * policy's verdict, and at most one connection drained.
  */
@@ -125,6 +187,7 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	struct knbd_cm_group g;
 	u64 target, own;
 	int pick, ret;
+	bool all;
 
 	if (!READ_ONCE(node->cm_enabled)) {
 		memset(&node->cm_state, 0, sizeof(node->cm_state));
@@ -138,6 +201,7 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	p.hold_ms = READ_ONCE(node->cm.hold_ms);
 	p.interval_ms = READ_ONCE(node->cm.interval_ms);
 	p.min_load = READ_ONCE(node->cm.min_load);
+	all = READ_ONCE(node->cm_clients_all);
 
 	/* Only this thread writes the cm_load figures. */
 	WRITE_ONCE(node->cm_load, knbd_load_ewma(node->cm_load, READ_ONCE(node->load),
@@ -171,6 +235,7 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	}
 	rcu_read_unlock();
 
+	knbd_cm_note_landing(node, m, nr, now);
 	v = knbd_cm_assess(&p, &node->cm_state, m, nr, 0, now);
 	WRITE_ONCE(node->cm_verdict, v);
 	WRITE_ONCE(node->cm_shedding, v == KNBD_CM_WAIT || v == KNBD_CM_MOVE);
@@ -189,6 +254,9 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 		if (conn->is_peer || READ_ONCE(conn->state) != KNBD_CONN_TRANSMISSION)
 			continue;
 		mon->conn_load[nc] = READ_ONCE(conn->load);
+		mon->conn_safe[nc] = all || READ_ONCE(conn->nbd.movable) != KNBD_CM_MOVABLE_NO ?
+				     mon->conn_load[nc] : 0;
+		mon->conn_key[nc] = conn->nbd.client_key;
 		mon->conn_id[nc++] = conn->id;
 	}
 	mutex_unlock(&node->conns_lock);
@@ -202,6 +270,17 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	for (i = 0, own = 0; i < nc; i++)
 		own += mon->conn_load[i];
 	pick = nc < 2 ? -1 : knbd_cm_pick(mon->conn_load, nc, own, g.min, target);
+	/*
+	 * The best pick would break its client: count the move the rule
+	 * prevented, and take the best of those that keep their client.
+	 */
+	if (pick >= 0 && !mon->conn_safe[pick]) {
+		atomic64_inc(&node->cm_would_break);
+		knbd_cm_report_kept(node, mon->conn_id[pick]);
+		pick = knbd_cm_pick(mon->conn_safe, nc, own, g.min, target);
+		if (pick < 0)
+			return;
+	}
 	if (pick < 0) {
 		atomic64_inc(&node->cm_skipped);
 		pr_info_ratelimited("node %s: over-utilised (load %llu, least loaded member %llu) but none of its %u client connections would even it out\n",
@@ -212,6 +291,7 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	ret = knbd_conn_drain(node, mon->conn_id[pick], false);
 	if (!ret) {
 		knbd_cm_moved(&node->cm_state, m, nr, now);
+		node->cm_moved_key = mon->conn_key[pick];
 		/*
 		 * The smoothed figures take seconds to show a move; until
 		 * then the next decision would see the same imbalance and
@@ -256,6 +336,7 @@ static int knbd_load_thread(void *data)
 		knbd_load_sample_conns(node, jiffies_to_msecs(now - last) ?: 1);
 		last = now;
 		node->load_seq++;
+		knbd_cm_classify(mon);
 		knbd_cm_tick(mon, now, tick);
 
 		/* Non-blocking: the link's io_work sends it. */

@@ -127,6 +127,7 @@ static int knbd_nbd_info_string(struct knbd_conn *conn, u32 option, u16 type,
  */
 static int knbd_nbd_begin(struct knbd_conn *conn, struct knbd_volume *vol)
 {
+	const char *name;
 	int ret;
 
 	ret = knbd_conn_alloc_pool(conn, READ_ONCE(conn->node->queue_depth),
@@ -138,9 +139,18 @@ static int knbd_nbd_begin(struct knbd_conn *conn, struct knbd_volume *vol)
 	 * volume under conns_lock: publish conn->vol under that lock and look
 	 * at the reference, so that one of the two sees the other.
 	 */
+	name = knbd_vol_name(vol);
+	conn->nbd.client_key = knbd_cm_client_key(&conn->peer, name, strlen(name),
+						  conn->nbd.fp);
 	mutex_lock(&conn->node->conns_lock);
 	if (!percpu_ref_is_dying(&vol->ref))
 		WRITE_ONCE(conn->vol, vol);
+	/* A client drained from here is back: it reconnects. */
+	if (conn->vol && knbd_cm_proof_back(&conn->node->cm_proof, conn->nbd.client_key,
+					    jiffies))
+		pr_info_ratelimited("node %s: client %pISc (client=%08x) came back after a drain: it reconnects, its connections may be moved\n",
+				    knbd_node_name(conn->node), &conn->peer,
+				    conn->nbd.client_key);
 	mutex_unlock(&conn->node->conns_lock);
 	if (!conn->vol)
 		return -ESHUTDOWN;
@@ -300,6 +310,7 @@ static int knbd_nbd_got_flags(struct knbd_conn *conn)
 				    knbd_node_name(conn->node), &conn->peer, cflags);
 		return -EPROTO;
 	}
+	conn->nbd.fp = knbd_cm_fp_init(cflags);
 	knbd_nbd_next_option(conn);
 	return 0;
 }
@@ -323,6 +334,7 @@ static int knbd_nbd_got_option(struct knbd_conn *conn)
 				    knbd_node_name(conn->node), &conn->peer);
 		return -EPROTO;
 	}
+	n->fp = knbd_cm_fp_add(n->fp, n->option);
 	if (++n->nr_opts > KNBD_MAX_OPTIONS) {
 		pr_warn_ratelimited("node %s: client %pISpc: more than %d options, closing\n",
 				    knbd_node_name(conn->node), &conn->peer, KNBD_MAX_OPTIONS);

@@ -37,7 +37,7 @@ NODE_DEFAULTS = {
     "handshake_timeout": "60", "idle_timeout": "0", "max_inflight_mb": "1024",
     "load_tick_ms": "200", "balance_threshold_pct": "130", "balance_clear_pct": "110",
     "balance_hold_ms": "1000", "balance_interval_ms": "1000", "balance_min_load": "20",
-    "balance": "0", "enable": "0", "peer_auth": "none (member links refused)",
+    "balance_clients": "safe", "balance": "0", "enable": "0", "peer_auth": "none (member links refused)",
     "stats": "node 1 load 0.000 connections 0 tick_ms 200\n", "clients": "",
 }
 PEER_DEFAULTS = {"addr": "0.0.0.0", "port": "10810", "node_id": "0", "state": "state down\n"}
@@ -223,7 +223,8 @@ class TestArguments(Base):
         self.assertFalse(os.path.exists(self.cfs.path("nodes/m1")))
 
     def test_bad_values_refused_before_the_kernel(self):
-        for a in ("listen_port=0x10", "enable=yes", "balance=2", "node_id=-1"):
+        for a in ("listen_port=0x10", "enable=yes", "balance=2", "node_id=-1",
+                  "balance_clients=some"):
             rc, _, err = self.ctl("create", "node", "m1", a)
             self.assertEqual(rc, 2, a)
         rc, _, err = self.ctl("create", "node", "m1")
