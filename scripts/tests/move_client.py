@@ -7,7 +7,7 @@ requests waited.
 
   move_client.py libnbd HOST PORT EXPORT OFFSET LEN [opts]
   move_client.py qemu   HOST PORT EXPORT OFFSET LEN [opts] [--reconnect-delay N]
-  move_client.py stall LOG T [WINDOW]   longest wait for a completion after T
+  move_client.py stall LOG WINDOW T...  longest wait for a completion after each T
 
 Each pair writes a fresh pattern to the next --bs block of [OFFSET, OFFSET+LEN)
 and reads it back; a wrong byte is a verify failure, a failed request an
@@ -211,7 +211,8 @@ def stall(log, t, window):
             if t0 >= t and first_new is None:
                 first_new = t1
     ends.sort()
-    worst, last = 0.0, t
+    # nothing completed within the window: at least the window
+    worst, last = (0.0 if ends else window), t
     for e in ends:
         worst = max(worst, e - last)
         last = e
@@ -221,7 +222,8 @@ def stall(log, t, window):
 
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "stall":
-        stall(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) > 4 else 15)
+        for t in sys.argv[4:]:
+            stall(sys.argv[2], float(t), float(sys.argv[3]))
         return 0
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=["libnbd", "qemu"])

@@ -16,13 +16,18 @@
 #     _no_error     the libnbd client: no error, every read verified
 #     _not_moved    its connection is the same one on m1 at the end, and the
 #                   manager never logged moving it
-#     _rule         its clients line says movable=no, the nbd.ko ones
-#                   movable=multi, m1's stats count would_break
-#   move_qemu_no_delay   qemu-io's NBD driver without reconnect-delay: an
-#                   admin drain of its connection fails its next request
-#   move_qemu_reconnect  with reconnect-delay: 3 admin drains, each answered
-#                   by a new connection through the group address, no error,
-#                   every read verified; the per-move stall is logged
+#     _rule         its clients line says movable=no (start and end), the
+#                   nbd.ko ones movable=multi (start), m1's would_break grows
+#   move_qemu_no_delay   qemu-io's NBD driver (move_client.py qemu: 64 KiB
+#                   write -P + read -P pairs) without reconnect-delay: an
+#                   admin drain of its connection fails a request
+#   move_qemu_reconnect  with reconnect-delay=10: 3 admin drains, each
+#                   answered by a new connection through the group address,
+#                   no error; the per-move stall is logged and < the delay
+#   move_qemu_manager    balance_clients all, a busier libnbd client next to
+#                   qemu on its member: the manager moves qemu's connection
+#   move_qemu_clean the qemu client across the 4 moves: no error, every read
+#                   verified
 #
 # Stalls: move_client.py logs every request (start, end); the stall of a
 # move is the longest time without a completed request after the drain.
@@ -39,11 +44,14 @@ SIZE=$((192 << 20))
 EXT=$((1 << 20))
 NCLI=2			# nbd.ko clients, CONNS connections each
 CONNS=2
-RUN=${KNBD_MOVE_RUN:-40}	# seconds of fio
-FIO_RATE=${KNBD_MOVE_FIO_RATE:-30}	# writes/s per fio job (one job per connection)
-# 64 KiB pairs/s of the libnbd client: its load (a 64 KiB request weighs 2)
-# about twice an nbd.ko connection's
-LIB_RATE=${KNBD_MOVE_LIB_RATE:-32}
+RUN=${KNBD_MOVE_RUN:-35}	# seconds of fio
+FIO_RATE=${KNBD_MOVE_FIO_RATE:-15}	# writes/s per fio job (one job per connection)
+# The libnbd client's load about twice an nbd.ko connection's (a fio job:
+# its writes and verify reads, ~2 x FIO_RATE): 192 KiB pairs (a request
+# weighs 1 + 192/64), as many as it gets done of LIB_RATE a second (the
+# TCG guest: ~8-15)
+LIB_BS=$((192 << 10))
+LIB_RATE=${KNBD_MOVE_LIB_RATE:-20}
 LIB_OFF=$((128 << 20))
 QEMU_OFF=$((160 << 20))
 REGION=$((32 << 20))
@@ -61,6 +69,7 @@ NBD_LINES=''
 WB0=''
 WB1=''
 LIB_SUMMARY=''
+START_LINES=''
 LIB_MOVED=0
 BAL_RESULT=''
 
@@ -134,14 +143,28 @@ set_balance() {
 	done
 }
 
+# _marked I: member I's clients lines carry the client safety rule's mark
+# (or this knbd has none: the rule check says so)
+_marked() {
+	[ -e "$KNBD_CFS/nodes/m$1/balance_clients" ] || return 0
+	! client_lines "$1" | grep -q -E ' movable=-( |$)|^$'
+}
+
+# _all_busy I: every client connection of member I has some load
+_all_busy() {
+	client_lines "$1" | awk '{ for (i = 4; i <= NF; i++) if ($i ~ /^load=/) { sub(/^load=/, "", $i); if ($i + 0 < 1) bad = 1 } }
+		END { exit bad }'
+}
+
 # client_start NAME MODE OFFSET [ARGS...]: move_client.py in the background,
-# log OUT/move-NAME.log, pid in CLIENT_PID; waits for its first pair
+# to CLIENT_HOST (default the group address), log OUT/move-NAME.log, pid in
+# CLIENT_PID; waits for its first pair
 CLIENT_PID=''
 client_start() {
 	local name=$1 mode=$2 off=$3 log=$KNBD_OUT/move-$1.log py=python3
 	shift 3
 	[ "$mode" = libnbd ] && py=$PYNBD
-	"$py" "$CLIENT" "$mode" "$IPVS_VIP" "$GRP_PORT" "$VOL" "$off" "$REGION" "$@" >"$log" 2>&1 &
+	"$py" "$CLIENT" "$mode" "${CLIENT_HOST:-$IPVS_VIP}" "$GRP_PORT" "$VOL" "$off" "$REGION" "$@" >"$log" 2>&1 &
 	CLIENT_PID=$!
 	PIDS+=("$CLIENT_PID")
 	wait_until 60 grep -qE '^(READY|SUMMARY)' "$log" && grep -q '^READY' "$log" ||
@@ -167,7 +190,7 @@ chk_libnbd_scenario() {
 	# Everyone arrives through the group address while m1 is its only
 	# member: the skewed start, and the libnbd client the oldest connection.
 	ipvs_up knbd 1 || return 1
-	client_start libnbd libnbd "$LIB_OFF" --rate "$LIB_RATE" || return 1
+	client_start libnbd libnbd "$LIB_OFF" --bs "$LIB_BS" --rate "$LIB_RATE" || return 1
 	local lib_pid=$CLIENT_PID
 	wait_until 10 n_conns_on_is 1 1 || { why "want the libnbd connection alone on m1: $(all_conns | tr '\n' ' ')"; return 1; }
 	LIB_ID=$(client_lines 1 | awk '{ print $1 }')
@@ -182,6 +205,9 @@ chk_libnbd_scenario() {
 	wait_until 10 n_conns_on_is 1 $((NCLI * CONNS + 1)) ||
 		{ why "want all connections on m1: $(all_conns | tr '\n' ' ')"; return 1; }
 	ipvs_add_dest 2 && ipvs_add_dest 3 || return 1
+	# the monitor marks connections at its next tick
+	wait_until 10 _marked 1 || { why "clients lines without movable=: $(client_lines 1 | head -n 1)"; return 1; }
+	START_LINES=$(client_lines 1)
 	moves0=$(total_moves)
 	WB0=$(node_stat 1 would_break)
 	local mark
@@ -204,13 +230,16 @@ chk_libnbd_scenario() {
 		done
 		[ "$h" -gt 0 ] || { why "no queues under /sys/block/nbd$k/mq"; return 1; }
 	done
-	set_balance 1 || return 1
 	fio --rw=randwrite --bs=4k --iodepth=4 --ioengine=libaio --direct=1 --size="$reg" \
 		--rate_iops="$FIO_RATE" --verify=crc32c --verify_backlog=32 --verify_fatal=1 \
 		--time_based --runtime="$RUN" --output-format=json \
 		--output="$KNBD_OUT/fio-move-libnbd.json" "${jobs[@]}" >/dev/null 2>&1 &
 	fpid=$!
 	PIDS+=("$fpid")
+	# the manager starts once every connection carries load: the skew it
+	# answers is the one of this test, not fio's start
+	wait_until 15 _all_busy 1 || log "NOTE: not every connection on m1 busy 15 s after fio started: $(client_lines 1 | tr -s ' ' | tr '\n' '|')"
+	set_balance 1 || return 1
 	with_timeout $((RUN + 120)) tail --pid="$fpid" -f /dev/null
 	wait "$fpid"
 	rc=$?
@@ -223,7 +252,8 @@ chk_libnbd_scenario() {
 	wait "$spid" 2>/dev/null
 	LIB_SUMMARY=$(client_stop libnbd "$lib_pid")
 	LIB_MOVED=0
-	dmesg_has_since "$mark" "node m1: .*(moving|could not move) client connection $LIB_ID " && LIB_MOVED=1
+	# (not "not moving client connection ...": the rule's own line)
+	dmesg_has_since "$mark" "node m1: over-utilised .*: (moving|could not move) client connection $LIB_ID " && LIB_MOVED=1
 	log "libnbd: $LIB_SUMMARY; line: $LIB_LINE; would_break m1 ${WB0:-none} -> ${WB1:-none}"
 	log "nbd.ko connections at the end: $(tr '\n' '|' <<<"$NBD_LINES")"
 	for k in "${rpids[@]}"; do kill "$k" 2>/dev/null; done
@@ -263,24 +293,30 @@ chk_libnbd_not_moved() {
 # the client safety rule (engineer S): clients lines' movable=, would_break
 chk_libnbd_rule() {
 	[ -e "$KNBD_CFS/nodes/m1/balance_clients" ] || { why "no balance_clients attribute: this knbd has no client safety rule"; return 1; }
-	[[ $LIB_LINE == *" movable=no" ]] || { why "libnbd line: '$LIB_LINE', want movable=no"; return 1; }
-	local l n=0
+	local l n=0 re_no='(^| )movable=no( |$)' re_multi='(^| )movable=multi( |$)'
+	[[ $LIB_LINE =~ $re_no ]] || { why "libnbd line at the end: '$LIB_LINE', want movable=no"; return 1; }
+	# at the start, all on m1: nbd.ko's two connections a client
 	while read -r l; do
 		[ -n "$l" ] || continue
+		if [ "${l%% *}" = "$LIB_ID" ]; then
+			[[ $l =~ $re_no ]] || { why "libnbd line at the start: '$l', want movable=no"; return 1; }
+			continue
+		fi
 		n=$((n + 1))
-		[[ $l == *" movable=multi" ]] || { why "nbd.ko connection (2 per client) not movable=multi: '$l'"; return 1; }
-	done <<<"$NBD_LINES"
-	[ "$n" = $((NCLI * CONNS)) ] || { why "$n nbd.ko connections at the end, want $((NCLI * CONNS))"; return 1; }
+		[[ $l =~ $re_multi ]] || { why "nbd.ko connection at the start (2 per client): '$l', want movable=multi"; return 1; }
+	done <<<"$START_LINES"
+	[ "$n" = $((NCLI * CONNS)) ] || { why "$n nbd.ko connections at the start, want $((NCLI * CONNS))"; return 1; }
 	[ -n "$WB1" ] && [ "$WB1" -gt "${WB0:-0}" ] ||
 		{ why "m1 would_break ${WB0:-none} -> ${WB1:-none}: the manager never skipped the libnbd client"; return 1; }
 }
 
-# qemu_conn_wait OLD: the qemu client's connection ("I:ID"), once it is
-# one other than OLD
+# _qemu_conn_new OLD: the qemu client's connection ("I:ID": the one client
+# connection in the group other than OTHER_CONN), once it is not OLD
 QEMU_CONN=''
+OTHER_CONN=''
 _qemu_conn_new() {
 	local c
-	c=$(all_conns)
+	c=$(all_conns | grep -vx -- "${OTHER_CONN:-none}")
 	[ "$(wc -l <<<"$c")" = 1 ] && [ -n "$c" ] && [ "$c" != "$1" ] || return 1
 	QEMU_CONN=$c
 }
@@ -292,6 +328,13 @@ qemu_drain() {
 	cfs_set "$KNBD_CFS/nodes/m${1%%:*}/drain" "${1#*:}"
 }
 
+# qemu_stall NAME T...: the client's stall after each T (move_client.py stall)
+qemu_stall() {
+	local n=$1
+	shift
+	python3 "$CLIENT" stall "$KNBD_OUT/move-$n.log" 10 "$@"
+}
+
 chk_qemu_no_delay() {
 	need_up || return 1
 	ipvs_up knbd || return 1
@@ -300,46 +343,95 @@ chk_qemu_no_delay() {
 	wait_until 10 _qemu_conn_new none || { why "qemu-io connection: $(all_conns | tr '\n' ' ')"; return 1; }
 	_nap 1
 	qemu_drain "$QEMU_CONN" || { client_stop qemu-nodelay "$pid" >/dev/null; return 1; }
-	_nap 3
+	_nap 2
 	s=$(client_stop qemu-nodelay "$pid")
 	e=$(sum_field "$s" errors)
 	log "qemu-io without reconnect-delay: $s; first error: $(grep -m 1 ' ERR ' "$KNBD_OUT/move-qemu-nodelay.log")"
-	ipvs_down
 	[ "${e:-0}" -ge 1 ] || { why "no error without reconnect-delay ($s): the move did not reach qemu?"; return 1; }
 }
 
+# runs on in the background for chk_qemu_manager
+QEMU_PID=''
+QEMU_STALLS=''
+QEMU_DRAINS=''
 chk_qemu_reconnect() {
 	need_up || return 1
-	local log=$KNBD_OUT/move-qemu.log pid s n old st stalls='' i
-	ipvs_up knbd || return 1
+	local old st n i
+	[ -n "$(ipvsadm -Ln -t "$(ipvs_svc)" 2>/dev/null)" ] || ipvs_up knbd || return 1
 	client_start qemu qemu "$QEMU_OFF" --rate 20 --reconnect-delay "$QEMU_DELAY" || return 1
-	pid=$CLIENT_PID
-	wait_until 10 _qemu_conn_new none || { why "qemu-io connection: $(all_conns | tr '\n' ' ')"; client_stop qemu "$pid" >/dev/null; return 1; }
+	QEMU_PID=$CLIENT_PID
+	wait_until 10 _qemu_conn_new none || { why "qemu-io connection: $(all_conns | tr '\n' ' ')"; return 1; }
 	for ((i = 1; i <= 3; i++)); do
-		_nap 2
+		_nap 1
 		old=$QEMU_CONN
-		qemu_drain "$old" || { client_stop qemu "$pid" >/dev/null; return 1; }
+		qemu_drain "$old" || return 1
 		wait_until 20 _qemu_conn_new "$old" ||
-			{ why "move $i: no new connection 20 s after draining $old: $(all_conns | tr '\n' ' ')"; client_stop qemu "$pid" >/dev/null; return 1; }
-		# requests completed on the new connection: the move is behind it
-		_nap 2
-		st=$(python3 "$CLIENT" stall "$log" "$DRAIN_T" 10)
-		log "qemu move $i: $old -> $QEMU_CONN, $st"
-		stalls="$stalls ${st%% *}"
-		n=$(sum_field "$st" stall_ms)
-		[ "${n:-99999}" -lt $((QEMU_DELAY * 1000)) ] ||
-			{ why "move $i: qemu stalled $n ms (reconnect-delay $QEMU_DELAY s)"; client_stop qemu "$pid" >/dev/null; return 1; }
+			{ why "move $i: no new connection 20 s after draining $old: $(all_conns | tr '\n' ' ')"; return 1; }
+		log "qemu move $i (admin): $old -> $QEMU_CONN"
+		QEMU_DRAINS="$QEMU_DRAINS $DRAIN_T"
 	done
-	s=$(client_stop qemu "$pid")
+	# requests completed on the new connection: the last move is behind it
+	_nap 1.5
+	QEMU_STALLS=$(qemu_stall qemu $QEMU_DRAINS)
+	log "qemu admin moves: $(tr '\n' ' ' <<<"$QEMU_STALLS")"
+	for n in $(sed -n 's/^stall_ms=\([0-9]*\).*/\1/p' <<<"$QEMU_STALLS"); do
+		[ "$n" -lt $((QEMU_DELAY * 1000)) ] ||
+			{ why "a move stalled qemu $n ms (reconnect-delay $QEMU_DELAY s): $(tr '\n' ' ' <<<"$QEMU_STALLS")"; return 1; }
+	done
+	log "qemu's line after 3 drains: $(grep "^${QEMU_CONN#*:} " "$KNBD_CFS/nodes/m${QEMU_CONN%%:*}/clients")"
+	! grep -qE ' (ERR|BAD) |^FAILED' "$KNBD_OUT/move-qemu.log" ||
+		{ why "qemu-io: $(grep -m 3 -E ' (ERR|BAD) |^FAILED' "$KNBD_OUT/move-qemu.log" | tr '\n' '|')"; return 1; }
+}
+
+# One move by the connection manager (balance_clients all): the qemu client
+# on its member next to a busier libnbd client (connected to that member's
+# own address), the rest of the group idle: the manager's best pick is qemu.
+chk_qemu_manager() {
+	[ -n "$QEMU_PID" ] && ! pid_gone "$QEMU_PID" || { why "no qemu client running"; return 1; }
+	[ -e "$KNBD_CFS/nodes/m1/balance_clients" ] || { why "no balance_clients attribute (client safety rule)"; return 1; }
+	local x=${QEMU_CONN%%:*} old=$QEMU_CONN lpid mark t st i
+	CLIENT_HOST=$(grp_ip "$x") client_start heavy libnbd "$LIB_OFF" --bs "$LIB_BS" || return 1
+	lpid=$CLIENT_PID
+	wait_until 10 n_conns_on_is "$x" 2 || { why "libnbd on m$x: $(all_conns | tr '\n' ' ')"; return 1; }
+	OTHER_CONN=$(all_conns | grep -vx -- "$old")
+	_nap 3
+	log "before the manager: $(client_lines "$x" | tr -s ' ' | tr '\n' '|')"
+	for ((i = 1; i <= GRP_N; i++)); do
+		cfs_set "$KNBD_CFS/nodes/m$i/balance_clients" all || return 1
+	done
+	mark=$(kmsg_mark move-qemu-manager)
+	t=$EPOCHREALTIME
+	set_balance 1 || return 1
+	wait_until 30 _qemu_conn_new "$old"
+	set_balance 0
+	for ((i = 1; i <= GRP_N; i++)); do
+		cfs_set "$KNBD_CFS/nodes/m$i/balance_clients" safe
+	done
+	log "heavy libnbd neighbour: $(client_stop heavy "$lpid")"
+	OTHER_CONN=''
+	dmesg_since "$mark" | grep -E 'node m[0-9]+: over-utilised' | head -n 3 >&2
+	[ "$QEMU_CONN" != "$old" ] || { why "the manager did not move qemu's connection $old in 30 s"; return 1; }
+	dmesg_has_since "$mark" "node m$x: over-utilised .*: moving client connection ${old#*:} " ||
+		{ why "qemu's connection changed ($old -> $QEMU_CONN), but no manager move of it in dmesg"; return 1; }
+	_nap 1.5
+	st=$(python3 "$CLIENT" stall "$KNBD_OUT/move-qemu.log" 30 "$t")
+	log "qemu move 4 (manager): $old -> $QEMU_CONN, from balance on: $st"
+	QEMU_STALLS="$(tr '\n' ' ' <<<"$QEMU_STALLS") ${st%% *}(manager, from balance on)"
+}
+
+# the qemu client across all its moves: no error, every read verified
+chk_qemu_clean() {
+	[ -n "$QEMU_PID" ] || { why "no qemu client"; return 1; }
+	local s
+	s=$(client_stop qemu "$QEMU_PID")
+	QEMU_PID=''
 	ipvs_down
-	log "qemu-io with reconnect-delay=$QEMU_DELAY: $s; per-move:$stalls"
+	log "qemu-io with reconnect-delay=$QEMU_DELAY: $s; per-move:$QEMU_STALLS"
 	[ "$(sum_field "$s" errors)" = 0 ] && [ "$(sum_field "$s" verify_failures)" = 0 ] ||
-		{ why "qemu-io: $s; $(grep -m 3 -E ' (ERR|BAD) |^FAILED' "$log" | tr '\n' '|')"; return 1; }
+		{ why "qemu-io: $s; $(grep -m 3 -E ' (ERR|BAD) |^FAILED' "$KNBD_OUT/move-qemu.log" | tr '\n' '|')"; return 1; }
 	[ "$(sum_field "$s" pairs)" -ge 100 ] || { why "qemu-io did too little: $s"; return 1; }
 }
 
-# nbd.ko retries a request a drain left unanswered after this
-GRP_NBD_TIMEOUT=10
 t_run move_setup setup
 t_run move_libnbd_scenario chk_libnbd_scenario
 t_run move_libnbd_no_error chk_libnbd_no_error
@@ -347,4 +439,6 @@ t_run move_libnbd_not_moved chk_libnbd_not_moved
 t_run move_libnbd_rule chk_libnbd_rule
 t_run move_qemu_no_delay chk_qemu_no_delay
 t_run move_qemu_reconnect chk_qemu_reconnect
+t_run move_qemu_manager chk_qemu_manager
+t_run move_qemu_clean chk_qemu_clean
 t_done
