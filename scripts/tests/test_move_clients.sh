@@ -44,7 +44,7 @@ SIZE=$((192 << 20))
 EXT=$((1 << 20))
 NCLI=2			# nbd.ko clients, CONNS connections each
 CONNS=2
-RUN=${KNBD_MOVE_RUN:-35}	# seconds of fio
+RUN=${KNBD_MOVE_RUN:-35}	# seconds of fio I/O
 FIO_RATE=${KNBD_MOVE_FIO_RATE:-15}	# writes/s per fio job (one job per connection)
 # The libnbd client's load about twice an nbd.ko connection's (a fio job:
 # its writes and verify reads, ~2 x FIO_RATE): 192 KiB pairs (a request
@@ -212,11 +212,6 @@ chk_libnbd_scenario() {
 	WB0=$(node_stat 1 would_break)
 	local mark
 	mark=$(kmsg_mark move-libnbd)
-	local nodes=()
-	for ((i = 1; i <= GRP_N; i++)); do nodes+=("$KNBD_CFS/nodes/m$i"); done
-	python3 "$here/balance_sampler.py" "$csv" 0.5 "${nodes[@]}" &
-	spid=$!
-	PIDS+=("$spid")
 	# one fio job per connection, pinned to a CPU of its queue (see test_balance.sh)
 	local jobs=() h q cpu reg=$((SIZE / 3 / NCLI / CONNS))
 	for ((k = 0; k < NCLI; k++)); do
@@ -236,10 +231,17 @@ chk_libnbd_scenario() {
 		--output="$KNBD_OUT/fio-move-libnbd.json" "${jobs[@]}" >/dev/null 2>&1 &
 	fpid=$!
 	PIDS+=("$fpid")
-	# the manager starts once every connection carries load: the skew it
-	# answers is the one of this test, not fio's start
-	wait_until 15 _all_busy 1 || log "NOTE: not every connection on m1 busy 15 s after fio started: $(client_lines 1 | tr -s ' ' | tr '\n' '|')"
+	# The manager (and the load record) start once every connection
+	# carries load: the skew it answers is the one of this test, not fio's
+	# start (fio takes 30 s and more to start its jobs in the TCG guest).
+	local t_fio=$SECONDS nodes=()
+	wait_until 90 _all_busy 1 || log "NOTE: not every connection on m1 busy 90 s after fio started: $(client_lines 1 | tr -s ' ' | tr '\n' '|')"
+	for ((i = 1; i <= GRP_N; i++)); do nodes+=("$KNBD_CFS/nodes/m$i"); done
+	python3 "$here/balance_sampler.py" "$csv" 0.5 "${nodes[@]}" &
+	spid=$!
+	PIDS+=("$spid")
 	set_balance 1 || return 1
+	log "manager on $((SECONDS - t_fio)) s after fio's start"
 	with_timeout $((RUN + 120)) tail --pid="$fpid" -f /dev/null
 	wait "$fpid"
 	rc=$?
@@ -260,7 +262,7 @@ chk_libnbd_scenario() {
 	for ((k = 0; k < NCLI; k++)); do grp_detach "/dev/nbd$k"; done
 	ipvs_down
 	BAL_RESULT=$(python3 "$here/balance_report.py" --mode move-libnbd --csv "$csv" \
-		--fio "$KNBD_OUT/fio-move-libnbd.json" --moves "$moves" --run "$RUN" 2>&1)
+		--fio "$KNBD_OUT/fio-move-libnbd.json" --moves "$moves" --run $((RUN - 3)) 2>&1)
 	log "$BAL_RESULT"
 	echo "$BAL_RESULT" >"$KNBD_OUT/move-libnbd.summary"
 	cat "$KNBD_OUT/move-libnbd.chart" >&2 2>/dev/null
@@ -394,7 +396,7 @@ chk_qemu_manager() {
 	lpid=$CLIENT_PID
 	wait_until 10 n_conns_on_is "$x" 2 || { why "libnbd on m$x: $(all_conns | tr '\n' ' ')"; return 1; }
 	OTHER_CONN=$(all_conns | grep -vx -- "$old")
-	_nap 3
+	_nap 2
 	log "before the manager: $(client_lines "$x" | tr -s ' ' | tr '\n' '|')"
 	for ((i = 1; i <= GRP_N; i++)); do
 		cfs_set "$KNBD_CFS/nodes/m$i/balance_clients" all || return 1
