@@ -44,7 +44,10 @@ SIZE=$((192 << 20))
 EXT=$((1 << 20))
 NCLI=2			# nbd.ko clients, CONNS connections each
 CONNS=2
-RUN=${KNBD_MOVE_RUN:-35}	# seconds of fio I/O
+# seconds the manager has (fio runs this much longer than it takes to
+# start its jobs: 30-40 s in the TCG guest)
+RUN=${KNBD_MOVE_RUN:-35}
+FIO_START=45
 FIO_RATE=${KNBD_MOVE_FIO_RATE:-15}	# writes/s per fio job (one job per connection)
 # The libnbd client's load about twice an nbd.ko connection's (a fio job:
 # its writes and verify reads, ~2 x FIO_RATE): 192 KiB pairs (a request
@@ -227,7 +230,7 @@ chk_libnbd_scenario() {
 	done
 	fio --rw=randwrite --bs=4k --iodepth=4 --ioengine=libaio --direct=1 --size="$reg" \
 		--rate_iops="$FIO_RATE" --verify=crc32c --verify_backlog=32 --verify_fatal=1 \
-		--time_based --runtime="$RUN" --output-format=json \
+		--time_based --runtime=$((RUN + FIO_START)) --output-format=json \
 		--output="$KNBD_OUT/fio-move-libnbd.json" "${jobs[@]}" >/dev/null 2>&1 &
 	fpid=$!
 	PIDS+=("$fpid")
@@ -240,11 +243,14 @@ chk_libnbd_scenario() {
 	python3 "$here/balance_sampler.py" "$csv" 0.5 "${nodes[@]}" &
 	spid=$!
 	PIDS+=("$spid")
+	local t_rec=$SECONDS
 	set_balance 1 || return 1
 	log "manager on $((SECONDS - t_fio)) s after fio's start"
-	with_timeout $((RUN + 120)) tail --pid="$fpid" -f /dev/null
+	with_timeout $((RUN + FIO_START + 120)) tail --pid="$fpid" -f /dev/null
 	wait "$fpid"
 	rc=$?
+	# the load record's length: the report's last 5 s are the end of fio's
+	local t_run=$((SECONDS - t_rec))
 	set_balance 0
 	moves=$(($(total_moves) - moves0))
 	WB1=$(node_stat 1 would_break)
@@ -262,7 +268,7 @@ chk_libnbd_scenario() {
 	for ((k = 0; k < NCLI; k++)); do grp_detach "/dev/nbd$k"; done
 	ipvs_down
 	BAL_RESULT=$(python3 "$here/balance_report.py" --mode move-libnbd --csv "$csv" \
-		--fio "$KNBD_OUT/fio-move-libnbd.json" --moves "$moves" --run $((RUN - 3)) 2>&1)
+		--fio "$KNBD_OUT/fio-move-libnbd.json" --moves "$moves" --run "$t_run" 2>&1)
 	log "$BAL_RESULT"
 	echo "$BAL_RESULT" >"$KNBD_OUT/move-libnbd.summary"
 	cat "$KNBD_OUT/move-libnbd.chart" >&2 2>/dev/null
