@@ -249,8 +249,11 @@ chk_libnbd_scenario() {
 	with_timeout $((RUN + FIO_START + 120)) tail --pid="$fpid" -f /dev/null
 	wait "$fpid"
 	rc=$?
-	# the load record's length: the report's last 5 s are the end of fio's
-	local t_run=$((SECONDS - t_rec))
+	# The report's window: the load record up to the earliest time a fio
+	# job may end (its runtime from fio's launch; a job stuck on a request
+	# runs on past it, the others have stopped and their members look idle).
+	local t_run=$((t_fio + RUN + FIO_START - t_rec))
+	[ "$t_run" -le $((SECONDS - t_rec)) ] || t_run=$((SECONDS - t_rec))
 	set_balance 0
 	moves=$(($(total_moves) - moves0))
 	WB1=$(node_stat 1 would_break)
