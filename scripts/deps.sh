@@ -7,6 +7,8 @@ PKGS_RUN="qemu-system-x86 linux-image-amd64 linux-headers-amd64 busybox-static k
   iproute2 cpio nbd-client nbd-server fio libnbd-bin nbdkit qemu-utils ipvsadm
   util-linux e2fsprogs procps psmisc make gcc libnl-3-dev libnl-genl-3-dev
   nvme-cli python3-matplotlib linux-perf dmsetup dkms"
+# test_move_clients.sh: a libnbd client (python3 "import nbd", nbdsh)
+PKGS_RUN="$PKGS_RUN python3-libnbd"
 PKGS_DEV="sparse linux-source-6.1 bc flex bison libelf-dev libssl-dev dwarves python3
   xz-utils rsync debhelper dh-dkms fakeroot dpkg-dev"
 

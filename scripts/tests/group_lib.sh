@@ -356,3 +356,16 @@ PY
 file_4k() {
 	dd if="$1" bs=4096 count=1 skip=$(($2 / 4096)) status=none 2>/dev/null
 }
+
+# grp_attach_addr DEV ADDR VOL [CONNS]: nbd-client in the root namespace to
+# ADDR (the group address, say), as grp_attach
+grp_attach_addr() {
+	local dev=$1 addr=$2 vol=$3 conns=${4:-2} out
+	out=$(with_timeout 90 nbd-client "$addr" "$GRP_PORT" "$dev" -N "$vol" -C "$conns" \
+		-t "$GRP_NBD_TIMEOUT" 2>&1) || {
+		why "nbd-client $addr $dev -N $vol -C $conns failed: $(echo "$out" | tail -n 3)"
+		return 1
+	}
+	GRP_DEVS+=("$dev")
+	wait_until 20 nbd_connected "$dev" || { why "$dev has size 0 after nbd-client"; return 1; }
+}
