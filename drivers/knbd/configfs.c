@@ -1406,14 +1406,15 @@ static ssize_t knbd_node_stats_show(struct config_item *item, char *page)
 			     READ_ONCE(node->lat_us), READ_ONCE(node->inflight),
 			     atomic64_read(&node->timeouts));
 	len += sysfs_emit_at(page, len,
-			     "balance %s state %s smoothed %s moves %lld admin_drains %lld no_fit %lld deferred %lld drain_dropped %lld would_break %lld\n",
+			     "balance %s state %s smoothed %s moves %lld admin_drains %lld no_fit %lld deferred %lld drain_dropped %lld would_break %lld drain_late %lld\n",
 			     READ_ONCE(node->cm_enabled) ? "on" : "off",
 			     knbd_cm_verdict_name(READ_ONCE(node->cm_verdict)),
 			     knbd_load_fmt(READ_ONCE(node->cm_load)).s,
 			     atomic64_read(&node->cm_moves), atomic64_read(&node->cm_drains),
 			     atomic64_read(&node->cm_skipped), atomic64_read(&node->cm_deferred),
 			     atomic64_read(&node->drain_dropped),
-			     atomic64_read(&node->cm_would_break));
+			     atomic64_read(&node->cm_would_break),
+			     atomic64_read(&node->drain_late));
 	spin_lock(&node->budget_lock);
 	len += sysfs_emit_at(page, len,
 			     "budget max_mb %u used %llu floor %llu peak %llu waiting %zu waits %lld handshake_timeouts %lld idle_closes %lld\n",
