@@ -6,6 +6,7 @@
 # TEST is a file name under scripts/tests (test_proto.sh), or its short name
 # (proto); default: every scripts/tests/test_*.sh in name order.
 # Options: --limit SECS   time limit per test file (default 600, env KNBD_TEST_LIMIT)
+#          --skip NAME     leave test_NAME.sh out of the default list (another VM runs it)
 #          --env KNBD_X=V  export a setting to the tests (the VM does not inherit the
 #                          host's environment), e.g. KNBD_CASES=REGEX (lib.sh t_run)
 #
@@ -22,10 +23,12 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/lib.sh"
 
 limit=${KNBD_TEST_LIMIT:-600}
+skip=''
 tests=()
 while [ $# -gt 0 ]; do
 	case $1 in
 	--limit) limit=$2; shift 2 ;;
+	--skip) skip+=" test_${2#test_}"; skip=${skip%.sh}; skip+=.sh; shift 2 ;;
 	--limit=*) limit=${1#*=}; shift ;;
 	--env)
 		[[ ${2:-} =~ ^KNBD_[A-Z0-9_]+= ]] || { echo "guest-main: --env wants KNBD_NAME=VALUE, not '${2:-}'" >&2; exit 2; }
@@ -54,7 +57,7 @@ if [ ${#tests[@]} -eq 0 ]; then
 	done
 	for f in "$here"/test_*.sh; do
 		f=$(basename "$f")
-		case " ${first[*]} ${last[*]} " in *" $f "*) continue ;; esac
+		case " ${first[*]} ${last[*]} $skip " in *" $f "*) continue ;; esac
 		tests+=("$f")
 	done
 	for f in "${last[@]}"; do
