@@ -43,9 +43,12 @@ fi
 KVER=$(sed -n 's/.*UTS_RELEASE "\(.*\)".*/\1/p' "$KDIR/include/generated/utsrelease.h")
 [ -n "$KVER" ] || die "cannot read the kernel release of $KDIR"
 
+# in the order of their numbers: 0002 applies on top of 0001
 shopt -s nullglob
-patches=("$REPO"/patches/nbd/*.patch)
+patches=("$REPO"/patches/nbd/[0-9][0-9][0-9][0-9]-*.patch)
 shopt -u nullglob
+[ ${#patches[@]} -eq "$(find "$REPO/patches/nbd" -maxdepth 1 -name '*.patch' | wc -l)" ] ||
+	die "patches/nbd/*.patch must be named NNNN-*.patch (their order)"
 [ ${#patches[@]} -gt 0 ] || die "no patches/nbd/*.patch"
 
 mkdir -p "$OUT"
