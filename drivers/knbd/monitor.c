@@ -365,7 +365,17 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 		return;
 	}
 	for (i = 0; i < np; i++) {
-		if (knbd_conn_drain(node, mon->conn_id[mon->pick[i]], false)) {
+		u64 id = mon->conn_id[mon->pick[i]];
+		int ret = knbd_conn_drain(node, id, false);
+
+		/* One line per connection: the admin follows a client by its id. */
+		pr_info_ratelimited("node %s: over-utilised (load %llu, group of %u: min %llu, mean %llu): %s client connection %llu (load %llu, %u of %u, wanted %llu)\n",
+				    config_item_name(&node->group.cg_item),
+				    div_u64(m[0].load, 1000), g.nr, div_u64(g.min, 1000),
+				    div_u64(g.mean, 1000), ret ? "could not move" : "moving",
+				    id, div_u64(mon->pick_load[i], 1000), i + 1, np,
+				    div_u64(target, 1000));
+		if (ret) {
 			mon->pick_load[i] = 0;	/* not booked */
 			continue;
 		}
@@ -384,11 +394,6 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 			knbd_cm_book(node, m, nr, mon->pick_load[i]);
 		knbd_cm_book_peers(node, m, nr);
 	}
-	pr_info_ratelimited("node %s: over-utilised (load %llu, group of %u: min %llu, mean %llu): moving %u of %u client connections (first %llu, load %llu; wanted %llu)\n",
-			    config_item_name(&node->group.cg_item),
-			    div_u64(m[0].load, 1000), g.nr, div_u64(g.min, 1000),
-			    div_u64(g.mean, 1000), moved, np, mon->conn_id[mon->pick[0]],
-			    div_u64(mon->pick_load[0], 1000), div_u64(target, 1000));
 }
 
 static int knbd_load_thread(void *data)
