@@ -123,7 +123,7 @@ chk_identity() {
 	# the members' links carry no client
 	grep '(member)' "$M1/clients" | grep -qv ' client=- movable=-$' &&
 		{ why "member link lines: $(grep '(member)' "$M1/clients" | head -n 1)"; return 1; }
-	grep -q " would_break 0$" "$M1/stats" || { why "stats: $(grep ^balance "$M1/stats")"; return 1; }
+	grep -q " would_break 0\( \|$\)" "$M1/stats" || { why "stats: $(grep ^balance "$M1/stats")"; return 1; }
 }
 
 # bg_fio NAME DEV SECS [FIO ARGS...]: fio in the background, its pid in FIO_PID
