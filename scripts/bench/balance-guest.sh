@@ -83,7 +83,7 @@ trap cleanup EXIT
 
 [ -x "$RECONNECT" ] || { say "ERROR: $RECONNECT missing (make tools)"; exit 1; }
 
-# Which nbd.ko builds can run: patched only through engineer P's nbd_use.
+# Which nbd.ko builds can run: patched only through lib.sh's nbd_use.
 if ! declare -F nbd_use >/dev/null; then
 	case " $mods " in *" patched "*)
 		say "NOTE: lib.sh has no nbd_use (the nbd.ko patch is not merged): stock nbd.ko only" ;;

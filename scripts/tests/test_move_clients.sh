@@ -314,7 +314,7 @@ chk_libnbd_not_moved() {
 		{ why "connection $LIB_ID not on m1 in transmission at the end: '$LIB_LINE'"; return 1; }
 }
 
-# the client safety rule (engineer S): clients lines' movable=, would_break
+# the client safety rule: clients lines' movable=, would_break
 chk_libnbd_rule() {
 	[ -e "$KNBD_CFS/nodes/m1/balance_clients" ] || { why "no balance_clients attribute: this knbd has no client safety rule"; return 1; }
 	local l n=0 re_no='(^| )movable=no( |$)' re_multi='(^| )movable=multi( |$)'
