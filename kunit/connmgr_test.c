@@ -257,6 +257,28 @@ static void cm_assess_sheds_alongside_others(struct kunit *test)
 			KNBD_CM_MOVE);
 }
 
+static void cm_moved_again_while_landing(struct kunit *test)
+{
+	/*
+	 * A second decision before the first one's clients are back: the
+	 * count before the first stays the mark, and the load in transit
+	 * adds up (the mean misses both).
+	 */
+	struct knbd_cm_member m[] = { M(1, 9000), M(2, 1000), M(3, 1000) };
+	struct knbd_cm_state st = { };
+
+	m[0].conns = 6;
+	m[1].conns = 1;
+	m[2].conns = 1;
+	knbd_cm_moved(&st, m, 3, 1000, 2000);
+	m[0].conns = 5;
+	knbd_cm_moved(&st, m, 3, 1010, 3000);
+	KUNIT_EXPECT_TRUE(test, st.landing);
+	KUNIT_EXPECT_EQ(test, st.conns_before, 8U);
+	KUNIT_EXPECT_EQ(test, st.moved_load, 5000ULL);
+	KUNIT_EXPECT_EQ(test, st.last_move, 1010UL);
+}
+
 static void cm_assess_small_move_needs_no_landing(struct kunit *test)
 {
 	/*
@@ -794,30 +816,6 @@ static void cm_proof_oldest_gives_way(struct kunit *test)
 	KUNIT_EXPECT_TRUE(test, knbd_cm_proof_back(pt, 7, 1001));
 }
 
-static void cm_back_in_group_by_count(struct kunit *test)
-{
-	struct knbd_cm_member m[] = { M(1, 9000), M(2, 1000), STALE(3, 0) };
-	struct knbd_cm_state st = { };
-	unsigned long t = 1000;
-
-	m[0].conns = 4;
-	m[1].conns = 2;
-	m[2].conns = 5;
-	knbd_cm_moved(&st, m, ARRAY_SIZE(m), t, 1000);
-	KUNIT_EXPECT_EQ(test, st.conns_before, 6U);
-	/* the moved connection is gone ... */
-	m[0].conns = 3;
-	KUNIT_EXPECT_FALSE(test, knbd_cm_back_in_group(&st, m, ARRAY_SIZE(m), t + 10));
-	/* ... and back on another member */
-	m[1].conns = 3;
-	KUNIT_EXPECT_TRUE(test, knbd_cm_back_in_group(&st, m, ARRAY_SIZE(m), t + 20));
-	/* the landing time is over: whoever arrives now proves nothing */
-	KUNIT_EXPECT_FALSE(test, knbd_cm_back_in_group(&st, m, ARRAY_SIZE(m),
-						       t + KNBD_CM_LAND_TIME));
-	st.landing = false;
-	KUNIT_EXPECT_FALSE(test, knbd_cm_back_in_group(&st, m, ARRAY_SIZE(m), t + 20));
-}
-
 static void cm_pick_among_safe(struct kunit *test)
 {
 	/*
@@ -847,6 +845,7 @@ static struct kunit_case knbd_connmgr_cases[] = {
 	KUNIT_CASE(cm_assess_any_member_over),
 	KUNIT_CASE(cm_assess_sheds_alongside_others),
 	KUNIT_CASE(cm_assess_small_move_needs_no_landing),
+	KUNIT_CASE(cm_moved_again_while_landing),
 	KUNIT_CASE(cm_assess_min_load),
 	KUNIT_CASE(cm_assess_no_overflow),
 	KUNIT_CASE(cm_target_down_to_mean),
@@ -874,7 +873,6 @@ static struct kunit_case knbd_connmgr_cases[] = {
 	KUNIT_CASE(cm_proof_back_in_time),
 	KUNIT_CASE(cm_proof_too_late),
 	KUNIT_CASE(cm_proof_oldest_gives_way),
-	KUNIT_CASE(cm_back_in_group_by_count),
 	KUNIT_CASE(cm_pick_among_safe),
 	{}
 };

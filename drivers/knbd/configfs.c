@@ -1683,10 +1683,11 @@ CONFIGFS_ATTR_WO(knbd_node_, drain);
 #define KNBD_CLIENTS_LINE_MAX	640
 /*
  * Room a line may grow by between the sizing and the filling read (the
- * same read(2)): counters gaining digits, a state name getting longer.
- * Without it a line that grew would push the rest of the list out.
+ * same read(2)): counters gaining digits, a state name getting longer,
+ * "client=- movable=-" becoming a key and a verdict.  Without it a line
+ * that grew would push the rest of the list out.
  */
-#define KNBD_CLIENTS_LINE_SLACK	24
+#define KNBD_CLIENTS_LINE_SLACK	48
 /* Never reached: KNBD_MAX_CONNS_LIMIT clients and the member links. */
 #define KNBD_CLIENTS_MAX_SIZE	(64U << 20)
 

@@ -156,6 +156,16 @@ void knbd_cm_moved(struct knbd_cm_state *st, const struct knbd_cm_member *m,
 	unsigned int i;
 
 	st->last_move = now ?: 1;
+	/*
+	 * Moved again before the last ones landed: they are still missing
+	 * from the counts and from the mean, so keep the count from before
+	 * them and add up what is in transit.
+	 */
+	if (st->landing) {
+		st->moved_load += load;
+		st->landed_at = 0;
+		return;
+	}
 	st->moved_load = load;
 	st->conns_before = 0;
 	for (i = 0; i < nr; i++)
@@ -404,7 +414,8 @@ static int knbd_cm_tally_slot(const struct knbd_cm_tally *t, u32 key)
 {
 	unsigned int i, s = hash_32(key, KNBD_CM_TALLY_BITS);
 
-	for (i = 0; i < KNBD_CM_TALLY_SLOTS; i++, s = (s + 1) % KNBD_CM_TALLY_SLOTS)
+	/* bounded under conns_lock, whatever the number of clients */
+	for (i = 0; i < KNBD_CM_TALLY_PROBES; i++, s = (s + 1) % KNBD_CM_TALLY_SLOTS)
 		if (!t->count[s] || t->key[s] == key)
 			return s;
 	return -1;
@@ -478,23 +489,4 @@ bool knbd_cm_proven(const struct knbd_cm_proof *pt, u32 key)
 		if (pt->e[i].at && pt->e[i].key == key)
 			return pt->e[i].proven;
 	return false;
-}
-
-/*
- * The last move has landed by the group's count (knbd_cm_assess()'s
- * landing rule): the group's client connections are back to what they
- * were before it, before the landing time ran out.
- */
-bool knbd_cm_back_in_group(const struct knbd_cm_state *st,
-			   const struct knbd_cm_member *m, unsigned int nr,
-			   unsigned long now)
-{
-	u32 conns = 0;
-	unsigned int i;
-
-	if (!st->landing || time_after_eq(now, st->last_move + KNBD_CM_LAND_TIME))
-		return false;
-	for (i = 0; i < nr; i++)
-		conns += m[i].fresh ? m[i].conns : 0;
-	return conns >= st->conns_before;
 }

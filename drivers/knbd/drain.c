@@ -81,6 +81,9 @@ static int knbd_drain_close(struct knbd_conn *conn, unsigned long now, unsigned 
 	if ((knbd_sock_has_data(conn->sock) || conn->rcv_state != KNBD_RCV_BUF ||
 	     conn->rcv_off) && conn->rcv_state != KNBD_RCV_STOP &&
 	    time_before(now, n->drain_until)) {
+		/* arrived between two looks: nothing else would wake io_work */
+		if (knbd_sock_has_data(conn->sock))
+			knbd_conn_kick(conn);
 		*next = n->drain_until;
 		return 0;
 	}
@@ -233,6 +236,11 @@ int knbd_drain_tick(struct knbd_conn *conn, unsigned long *next)
 			n->drain = KNBD_DRAIN_CLOSING;
 			n->drain_until = now + KNBD_DRAIN_CLOSE_TIME;
 			knbd_nbd_next_request(conn);
+			/* what came already woke io_work while it was not reading */
+			if (knbd_sock_has_data(conn->sock)) {
+				knbd_conn_kick(conn);
+				return 0;
+			}
 			continue;
 		case KNBD_DRAIN_CLOSING:
 			return knbd_drain_close(conn, now, next);

@@ -433,6 +433,7 @@ enum knbd_cm_movable {
 
 #define KNBD_CM_TALLY_BITS	10
 #define KNBD_CM_TALLY_SLOTS	BIT(KNBD_CM_TALLY_BITS)
+#define KNBD_CM_TALLY_PROBES	32
 
 /* Live connections per client key, rebuilt every tick (count 0: free). */
 struct knbd_cm_tally {
@@ -467,9 +468,6 @@ unsigned int knbd_cm_tally_count(const struct knbd_cm_tally *t, u32 key);
 void knbd_cm_proof_drained(struct knbd_cm_proof *pt, u32 key, unsigned long now);
 bool knbd_cm_proof_back(struct knbd_cm_proof *pt, u32 key, unsigned long now);
 bool knbd_cm_proven(const struct knbd_cm_proof *pt, u32 key);
-bool knbd_cm_back_in_group(const struct knbd_cm_state *st,
-			   const struct knbd_cm_member *m, unsigned int nr,
-			   unsigned long now);
 
 /* ---- objects ---- */
 
@@ -591,8 +589,6 @@ struct knbd_node {
 	/* The client safety rule (connmgr.c); the proof table under conns_lock. */
 	bool cm_clients_all;		/* balance_clients=all: move any connection */
 	atomic64_t cm_would_break;	/* decisions whose pick would break its client */
-	u32 cm_moved_key[KNBD_CM_MAX_BATCH];	/* clients of the last decision */
-	unsigned int cm_moved_nr;	/* (monitor only) */
 	struct knbd_cm_proof cm_proof;
 	atomic64_t drain_dropped;	/* requests unread when a drain closed */
 	atomic64_t drain_late;		/* ... served after all, as they came before */

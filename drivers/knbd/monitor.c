@@ -46,6 +46,17 @@ struct knbd_monitor {
 	struct knbd_cm_tally tally;
 };
 
+/*
+ * A client connection that serves, for the counts and the choice: one
+ * with a drain asked for is as good as gone, even before its io_work has
+ * seen the request (the next decision must not count on it).
+ */
+static bool knbd_cm_serving(struct knbd_conn *conn)
+{
+	return READ_ONCE(conn->state) == KNBD_CONN_TRANSMISSION &&
+	       !READ_ONCE(conn->nbd.drain_req);
+}
+
 static u32 knbd_lat_us(u64 ns, u64 ops)
 {
 	return ops ? min_t(u64, div64_u64(ns, ops * NSEC_PER_USEC), U32_MAX) : 0;
@@ -84,7 +95,7 @@ static void knbd_load_sample_conns(struct knbd_node *node, u32 elapsed_ms)
 		}
 		clients += conn->load;
 		/* serving ones only: a drained one is as good as gone */
-		if (READ_ONCE(conn->state) == KNBD_CONN_TRANSMISSION)
+		if (knbd_cm_serving(conn))
 			nr_clients++;
 		/* a gauge for the stats: a stale value is as good as any */
 		inflight += data_race(conn->inflight);
@@ -167,34 +178,17 @@ static void knbd_cm_classify(struct knbd_monitor *mon)
 	knbd_cm_tally_reset(&mon->tally);
 	mutex_lock(&node->conns_lock);
 	list_for_each_entry(conn, &node->conns, node_entry)
-		if (!conn->is_peer && READ_ONCE(conn->state) == KNBD_CONN_TRANSMISSION)
+		if (!conn->is_peer && knbd_cm_serving(conn))
 			knbd_cm_tally_add(&mon->tally, conn->nbd.client_key);
 	list_for_each_entry(conn, &node->conns, node_entry) {
 		u32 key = conn->nbd.client_key;
 
-		if (conn->is_peer || READ_ONCE(conn->state) != KNBD_CONN_TRANSMISSION)
+		if (conn->is_peer || !knbd_cm_serving(conn))
 			continue;
 		WRITE_ONCE(conn->nbd.movable,
 			   knbd_cm_movable(knbd_cm_tally_count(&mon->tally, key),
 					   knbd_cm_proven(&node->cm_proof, key)));
 	}
-	mutex_unlock(&node->conns_lock);
-}
-
-/*
- * The last move's client is back in the group's count, wherever it
- * landed: it reconnects, so its other connections here may move too.
- */
-static void knbd_cm_note_landing(struct knbd_node *node, const struct knbd_cm_member *m,
-				 unsigned int nr, unsigned long now)
-{
-	unsigned int i;
-
-	if (!knbd_cm_back_in_group(&node->cm_state, m, nr, now))
-		return;
-	mutex_lock(&node->conns_lock);
-	for (i = 0; i < node->cm_moved_nr; i++)
-		knbd_cm_proof_back(&node->cm_proof, node->cm_moved_key[i], now);
 	mutex_unlock(&node->conns_lock);
 }
 
@@ -302,7 +296,6 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	}
 	rcu_read_unlock();
 
-	knbd_cm_note_landing(node, m, nr, now);
 	v = knbd_cm_assess(&p, &node->cm_state, m, nr, 0, now);
 	WRITE_ONCE(node->cm_verdict, v);
 	WRITE_ONCE(node->cm_shedding, v == KNBD_CM_WAIT || v == KNBD_CM_MOVE);
@@ -318,7 +311,7 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	list_for_each_entry(conn, &node->conns, node_entry) {
 		if (nc == ARRAY_SIZE(mon->conn_load))
 			break;
-		if (conn->is_peer || READ_ONCE(conn->state) != KNBD_CONN_TRANSMISSION)
+		if (conn->is_peer || !knbd_cm_serving(conn))
 			continue;
 		mon->conn_load[nc] = READ_ONCE(conn->load);
 		mon->conn_mv[nc] = READ_ONCE(conn->nbd.movable);
@@ -385,11 +378,6 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	if (moved) {
 		/* m[] as assessed: its counts are from before the drains */
 		knbd_cm_moved(&node->cm_state, m, nr, now, moved_load);
-		node->cm_moved_nr = 0;
-		for (i = 0; i < np; i++)
-			if (mon->pick_load[i])
-				node->cm_moved_key[node->cm_moved_nr++] =
-					mon->conn_key[mon->pick[i]];
 		for (i = 0; i < np; i++)
 			knbd_cm_book(node, m, nr, mon->pick_load[i]);
 		knbd_cm_book_peers(node, m, nr);
@@ -433,7 +421,8 @@ int knbd_load_start(struct knbd_node *node)
 	struct knbd_monitor *mon;
 	struct task_struct *t;
 
-	mon = kzalloc(sizeof(*mon), GFP_KERNEL);
+	/* ~23 KB of scratch: no need for contiguous pages */
+	mon = kvzalloc(sizeof(*mon), GFP_KERNEL);
 	if (!mon)
 		return -ENOMEM;
 	mon->node = node;
@@ -443,7 +432,7 @@ int knbd_load_start(struct knbd_node *node)
 	t = kthread_run(knbd_load_thread, mon, "knbd-load/%s",
 			config_item_name(&node->group.cg_item));
 	if (IS_ERR(t)) {
-		kfree(mon);
+		kvfree(mon);
 		return PTR_ERR(t);
 	}
 	node->load_task = t;
@@ -458,7 +447,7 @@ void knbd_load_stop(struct knbd_node *node)
 		knbd_group_del(node);
 		kthread_stop(node->load_task);
 		node->load_task = NULL;
-		kfree(node->load_mon);
+		kvfree(node->load_mon);
 		node->load_mon = NULL;
 	}
 	WRITE_ONCE(node->load, 0);
