@@ -177,6 +177,8 @@ chk_would_break() {
 	manager_on || return 1
 	wait_until 40 eval '[ "$(stat_of would_break)" -ge $((wb0 + 3)) ]' ||
 		{ why "would_break $wb0 -> $(stat_of would_break) in 40 s: $(grep ^balance "$M1/stats")"; return 1; }
+	# a whole copy takes its time on a loaded host: let at least one end
+	wait_until 90 eval '[ "$(grep -c . "$KNBD_OUT/movable-nbdcopy.log")" -ge 1 ]'
 	kill "$lpid"
 	wait "$lpid" 2>/dev/null
 	copies=$(grep -c ok "$KNBD_OUT/movable-nbdcopy.log")
