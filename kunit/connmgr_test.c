@@ -816,6 +816,34 @@ static void cm_proof_oldest_gives_way(struct kunit *test)
 	KUNIT_EXPECT_TRUE(test, knbd_cm_proof_back(pt, 7, 1001));
 }
 
+static void cm_back_in_group_by_count(struct kunit *test)
+{
+	struct knbd_cm_member m[] = { M(1, 9000), M(2, 1000), STALE(3, 0) };
+	struct knbd_cm_state st = { };
+	unsigned long t = 1000;
+
+	m[0].conns = 4;
+	m[1].conns = 2;
+	m[2].conns = 5;
+	knbd_cm_moved(&st, m, ARRAY_SIZE(m), t, 1000);
+	KUNIT_EXPECT_EQ(test, st.conns_before, 6U);
+	/* the moved connection is gone ... */
+	m[0].conns = 3;
+	KUNIT_EXPECT_FALSE(test, knbd_cm_back_in_group(&st, m, ARRAY_SIZE(m), t + 10));
+	/* ... and back on another member */
+	m[1].conns = 3;
+	KUNIT_EXPECT_TRUE(test, knbd_cm_back_in_group(&st, m, ARRAY_SIZE(m), t + 20));
+	/* one more than before: someone else arrived, no proof of anybody */
+	m[1].conns = 4;
+	KUNIT_EXPECT_FALSE(test, knbd_cm_back_in_group(&st, m, ARRAY_SIZE(m), t + 20));
+	m[1].conns = 3;
+	/* the landing time is over: whoever arrives now proves nothing */
+	KUNIT_EXPECT_FALSE(test, knbd_cm_back_in_group(&st, m, ARRAY_SIZE(m),
+						       t + KNBD_CM_LAND_TIME));
+	st.landing = false;
+	KUNIT_EXPECT_FALSE(test, knbd_cm_back_in_group(&st, m, ARRAY_SIZE(m), t + 20));
+}
+
 static void cm_pick_among_safe(struct kunit *test)
 {
 	/*
@@ -873,6 +901,7 @@ static struct kunit_case knbd_connmgr_cases[] = {
 	KUNIT_CASE(cm_proof_back_in_time),
 	KUNIT_CASE(cm_proof_too_late),
 	KUNIT_CASE(cm_proof_oldest_gives_way),
+	KUNIT_CASE(cm_back_in_group_by_count),
 	KUNIT_CASE(cm_pick_among_safe),
 	{}
 };

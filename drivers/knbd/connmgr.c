@@ -490,3 +490,24 @@ bool knbd_cm_proven(const struct knbd_cm_proof *pt, u32 key)
 			return pt->e[i].proven;
 	return false;
 }
+
+/*
+ * The last decision has landed by the group's count: the group's client
+ * connections are back to exactly what they were before it, within the
+ * landing time.  Exactly: another client arriving as well would make up
+ * for one that did not come back.  (A departure and an arrival together
+ * still can: the proof is evidence, not certainty; design.md.)
+ */
+bool knbd_cm_back_in_group(const struct knbd_cm_state *st,
+			   const struct knbd_cm_member *m, unsigned int nr,
+			   unsigned long now)
+{
+	u32 conns = 0;
+	unsigned int i;
+
+	if (!st->landing || time_after_eq(now, st->last_move + KNBD_CM_LAND_TIME))
+		return false;
+	for (i = 0; i < nr; i++)
+		conns += m[i].fresh ? m[i].conns : 0;
+	return conns == st->conns_before;
+}

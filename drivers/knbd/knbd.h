@@ -468,6 +468,9 @@ unsigned int knbd_cm_tally_count(const struct knbd_cm_tally *t, u32 key);
 void knbd_cm_proof_drained(struct knbd_cm_proof *pt, u32 key, unsigned long now);
 bool knbd_cm_proof_back(struct knbd_cm_proof *pt, u32 key, unsigned long now);
 bool knbd_cm_proven(const struct knbd_cm_proof *pt, u32 key);
+bool knbd_cm_back_in_group(const struct knbd_cm_state *st,
+			   const struct knbd_cm_member *m, unsigned int nr,
+			   unsigned long now);
 
 /* ---- objects ---- */
 
@@ -590,6 +593,8 @@ struct knbd_node {
 	bool cm_clients_all;		/* balance_clients=all: move any connection */
 	atomic64_t cm_would_break;	/* decisions whose pick would break its client */
 	struct knbd_cm_proof cm_proof;
+	u32 cm_moved_key[KNBD_CM_MAX_BATCH];	/* clients still landing */
+	unsigned int cm_moved_nr;		/* (monitor only) */
 	atomic64_t drain_dropped;	/* requests unread when a drain closed */
 	atomic64_t drain_late;		/* ... served after all, as they came before */
 	atomic64_t timeouts;		/* connections closed by io_timeout */

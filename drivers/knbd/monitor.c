@@ -192,6 +192,25 @@ static void knbd_cm_classify(struct knbd_monitor *mon)
 	mutex_unlock(&node->conns_lock);
 }
 
+/*
+ * The clients of the moves still landing are back in the group's count,
+ * wherever they landed: they reconnect, so their other connections here
+ * may move too.
+ */
+static void knbd_cm_note_landing(struct knbd_node *node, const struct knbd_cm_member *m,
+				 unsigned int nr, unsigned long now)
+{
+	unsigned int i;
+
+	if (!knbd_cm_back_in_group(&node->cm_state, m, nr, now))
+		return;
+	mutex_lock(&node->conns_lock);
+	for (i = 0; i < node->cm_moved_nr; i++)
+		knbd_cm_proof_back(&node->cm_proof, node->cm_moved_key[i], now);
+	mutex_unlock(&node->conns_lock);
+	node->cm_moved_nr = 0;
+}
+
 /* Ratelimited: the connection the rule kept, by its client's address. */
 static void knbd_cm_report_kept(struct knbd_node *node, u64 id)
 {
@@ -296,6 +315,7 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 	}
 	rcu_read_unlock();
 
+	knbd_cm_note_landing(node, m, nr, now);
 	v = knbd_cm_assess(&p, &node->cm_state, m, nr, 0, now);
 	WRITE_ONCE(node->cm_verdict, v);
 	WRITE_ONCE(node->cm_shedding, v == KNBD_CM_WAIT || v == KNBD_CM_MOVE);
@@ -376,6 +396,13 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 		moved++;
 	}
 	if (moved) {
+		/* moved again before the last ones landed: they land together */
+		if (!node->cm_state.landing)
+			node->cm_moved_nr = 0;
+		for (i = 0; i < np; i++)
+			if (mon->pick_load[i] && node->cm_moved_nr < KNBD_CM_MAX_BATCH)
+				node->cm_moved_key[node->cm_moved_nr++] =
+					mon->conn_key[mon->pick[i]];
 		/* m[] as assessed: its counts are from before the drains */
 		knbd_cm_moved(&node->cm_state, m, nr, now, moved_load);
 		for (i = 0; i < np; i++)
