@@ -289,6 +289,8 @@ ratio, loads, conns, lib = sys.argv[1], sys.argv[2].split('/'), sys.argv[3].spli
 if ratio != 'inf' and float(ratio) <= 1.5:
     sys.exit(0)
 l = [float(x) for x in loads]
+if conns[0] == '1':
+    lib = l[0]                              # m1 holds it alone: the same window
 n = sum(int(c) for c in conns) - 1          # nbd.ko connections
 if n <= 0 or lib <= 0:
     sys.exit(1)
