@@ -72,14 +72,7 @@ PIDS=()
 
 say() { echo "bench: $*" | tee -a "$RAW/notes.txt"; }
 
-cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	ipvs_down
-	grp_teardown >/dev/null 2>&1
-}
-trap cleanup EXIT
+trap ipvs_group_cleanup EXIT
 
 [ -x "$RECONNECT" ] || { say "ERROR: $RECONNECT missing (make tools)"; exit 1; }
 

@@ -210,14 +210,7 @@ grp_stat() {
 
 # grp_attach DEV I VOL [CONNS]: nbd-client in the root namespace to member I
 grp_attach() {
-	local dev=$1 i=$2 vol=$3 conns=${4:-2} out
-	out=$(with_timeout 90 nbd-client "$GRP_NET.$i" "$GRP_PORT" "$dev" -N "$vol" -C "$conns" \
-		-t "$GRP_NBD_TIMEOUT" 2>&1) || {
-		why "nbd-client $GRP_NET.$i $dev -N $vol -C $conns failed: $(echo "$out" | tail -n 3)"
-		return 1
-	}
-	GRP_DEVS+=("$dev")
-	wait_until 20 nbd_connected "$dev" || { why "$dev has size 0 after nbd-client"; return 1; }
+	grp_attach_addr "$1" "$GRP_NET.$2" "$3" "${4:-2}"
 }
 
 grp_detach() {

@@ -313,3 +313,13 @@ ipvs_extra_down() {
 	ip link del knbdtvx 2>/dev/null
 	return 0
 }
+
+# ipvs_group_cleanup: the EXIT trap of a group test behind the group address:
+# its background PIDS killed, the virtual service and the group torn down
+ipvs_group_cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	ipvs_down
+	grp_teardown >/dev/null 2>&1
+}

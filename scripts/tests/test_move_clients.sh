@@ -76,14 +76,7 @@ START_LINES=''
 LIB_MOVED=0
 BAL_RESULT=''
 
-cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	ipvs_down
-	grp_teardown >/dev/null 2>&1
-}
-trap cleanup EXIT
+trap ipvs_group_cleanup EXIT
 
 setup() {
 	grp_up || return 1
