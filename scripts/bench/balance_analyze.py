@@ -14,11 +14,15 @@ Per run (Documentation/bench.md, "balance", says the same for users):
               (to the end of the phase if that is sooner, but at least 2 s).
               Goal: max/min <= 1.5; when the clients' measured loads make
               1.5 impossible, the most loaded member within 10 % of the best
-              placement there is.  "never": not within the phase.
+              placement there is, of the connections as they measure then
+              (2 s means: a client's connections need not carry equal
+              loads).  "never": not within the phase.
   reconv_s    churn only: the worst, over the churn events, of the time from
               the event until the goal holds again (same rule)
   bal%        share of the samples (2 s means) in which the goal holds
-  moves       the managers' moves (sum of the members' stats "moves")
+  moves       the managers' moves (sum of the members' stats "moves") until
+              the last planned fio end; those after it (the clients' load
+              going away) are in the JSON as moves_after_end
   min_moves   a bound: the fewest connection moves that reach the goal from
               the placement after each disturbance (the start; each churn
               event), summed; by enumeration of all placements, with each
@@ -104,6 +108,38 @@ def placements(clients, m):
         yield combo, loads
 
 
+def best_makespan(items, m):
+    """The lowest most loaded member over every placement of @items (loads
+    of single connections) on m members: exact, depth first, largest
+    first, an empty member tried once."""
+    items = sorted(items, reverse=True)
+    if len(items) <= m:
+        return items[0] if items else 0.0
+    best = [sum(items)]
+    bins = [0.0] * m
+    lower = max(items[0], sum(items) / m)
+
+    def dfs(k, cur):
+        if cur >= best[0]:
+            return
+        if k == len(items):
+            best[0] = cur
+            return
+        tried = set()
+        for j in range(m):
+            if bins[j] in tried:
+                continue
+            tried.add(bins[j])
+            bins[j] += items[k]
+            dfs(k + 1, max(cur, bins[j]))
+            bins[j] -= items[k]
+            if best[0] <= lower * (1 + 1e-9):
+                return
+
+    dfs(0, 0.0)
+    return best[0]
+
+
 def ratio(loads):
     lo = min(loads)
     return math.inf if lo <= 0 else max(loads) / lo
@@ -122,9 +158,13 @@ class Goal:
         self.best_ratio, self.best_max = best_r, best_max
         self.by_ratio = best_r <= RATIO
 
-    def met(self, loads, total=None):
+    def met(self, loads, total=None, best_max=None):
         if self.by_ratio:
             return ratio(loads) <= RATIO
+        # best_max: the best placement of the connections as they measure
+        # now (a client's connections need not carry equal loads)
+        if best_max is not None:
+            return max(loads) <= SLACK * best_max
         # the measured total drifts with the VM's speed: scale the best to it
         scale = (total if total is not None else sum(loads)) / self.total if self.total else 1.0
         return max(loads) <= SLACK * self.best_max * scale
@@ -216,8 +256,13 @@ def analyze(d):
     if start is None:
         res["error"] = "no load"
         return res, None
-    # the last planned fio end (a stalled client may run on past it)
-    end = max(c["t1"] for c in meta["clients"]) - 2
+    # The end: the first planned fio end that no arrival replaces (a churn
+    # event is a departure and an arrival at once; any other departure is
+    # a new disturbance, not part of this run's convergence), else the
+    # last (a stalled client may run on past it).
+    arrivals = [c["t0"] for c in meta["clients"] if c["via"] == "vip"]
+    gone = [c["t1"] for c in meta["clients"] if not any(abs(a - c["t1"]) < 3 for a in arrivals)]
+    end = (min(gone) if gone else max(c["t1"] for c in meta["clients"])) - 2
 
     # smoothed member loads
     sm = []
@@ -225,6 +270,24 @@ def analyze(d):
         lo = bisect.bisect_left(ts, t - SMOOTH + 1e-9)
         pts = loads[lo:i + 1]
         sm.append([sum(p[j] for p in pts) / len(pts) for j in range(m)])
+    # ... and each client connection's, smoothed the same way (over the
+    # samples it was there in): the items of the best placement
+    cl_conn = [{(j, x[0]): x[4] for j, n in enumerate(s["n"]) for x in n["c"]
+                if x[2] in vol2c and x[3] == "transmission"} for s in samples]
+    sm_conn = []
+    for i, t in enumerate(ts):
+        lo = bisect.bisect_left(ts, t - SMOOTH + 1e-9)
+        acc = {}
+        for p in cl_conn[lo:i + 1]:
+            for k, v in p.items():
+                acc.setdefault(k, []).append(v)
+        sm_conn.append([sum(v) / len(v) for k, v in acc.items() if k in cl_conn[i]])
+    best_cache = {}
+
+    def best_at(i):
+        if i not in best_cache:
+            best_cache[i] = best_makespan(sm_conn[i], m)
+        return best_cache[i]
 
     # phases: the start, then each arrival through the group address
     events = sorted(c["t0"] for c in meta["clients"] if c["via"] == "vip")
@@ -261,10 +324,12 @@ def analyze(d):
             if hold < HOLD_MIN:
                 break
             span = [x for x in idx if ts[i] <= ts[x] <= ts[i] + hold]
-            if goal and all(goal.met(sm[x]) for x in span):
+            if goal and all(goal.met(sm[x], best_max=None if goal.by_ratio else best_at(x))
+                            for x in span):
                 conv = ts[i] - t_a
                 break
-        met_n[0] += sum(1 for x in idx if goal and goal.met(sm[x]))
+        met_n[0] += sum(1 for x in idx
+                        if goal and goal.met(sm[x], best_max=None if goal.by_ratio else best_at(x)))
         met_n[1] += len(idx)
         phases.append({"t": round(t_a - start, 1), "len": round(t_b - t_a, 1),
                        "clients": sorted(active), "goal": goal.describe() if goal else "-",
@@ -281,8 +346,12 @@ def analyze(d):
     res["min_moves"] = None if any(x is None for x in mins) else sum(mins)
 
     # moves and drain drops: counters' growth over the run
+    # (moves once the clients stop, as their load goes, answer that
+    # departure, not the start: counted apart)
     first, last = samples[0]["n"], samples[-1]["n"]
-    res["moves"] = sum(b["moves"] - a["moves"] for a, b in zip(first, last))
+    at_end = samples[max(0, bisect.bisect_right(ts, end) - 1)]["n"]
+    res["moves"] = sum(b["moves"] - a["moves"] for a, b in zip(first, at_end))
+    res["moves_after_end"] = sum(b["moves"] - a["moves"] for a, b in zip(at_end, last))
     res["drops"] = sum(b["dd"] - a["dd"] for a, b in zip(first, last))
 
     # the moves themselves, from the kernel log
