@@ -595,6 +595,9 @@ struct knbd_node {
 	struct knbd_cm_proof cm_proof;
 	u32 cm_moved_key[KNBD_CM_MAX_BATCH];	/* clients still landing */
 	unsigned int cm_moved_nr;		/* (monitor only) */
+	/* Said once per over-utilised spell (monitor only), counted always. */
+	u64 cm_told_kept;		/* id of the connection last kept, or 0 */
+	bool cm_told_skip;		/* "none would even it out" */
 	atomic64_t drain_dropped;	/* requests unread when a drain closed */
 	atomic64_t drain_late;		/* ... served after all, as they came before */
 	atomic64_t timeouts;		/* connections closed by io_timeout */

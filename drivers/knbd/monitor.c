@@ -211,11 +211,18 @@ static void knbd_cm_note_landing(struct knbd_node *node, const struct knbd_cm_me
 	node->cm_moved_nr = 0;
 }
 
-/* Ratelimited: the connection the rule kept, by its client's address. */
+/*
+ * The connection the rule kept, by its client's address: once per
+ * over-utilised spell and connection, as the next decisions, a second
+ * apart, usually keep the same one.
+ */
 static void knbd_cm_report_kept(struct knbd_node *node, u64 id)
 {
 	struct knbd_conn *conn;
 
+	if (node->cm_told_kept == id)
+		return;
+	node->cm_told_kept = id;
 	mutex_lock(&node->conns_lock);
 	list_for_each_entry(conn, &node->conns, node_entry) {
 		if (conn->id != id)
@@ -317,6 +324,10 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 
 	knbd_cm_note_landing(node, m, nr, now);
 	v = knbd_cm_assess(&p, &node->cm_state, m, nr, 0, now);
+	if (v == KNBD_CM_IDLE) {
+		node->cm_told_kept = 0;
+		node->cm_told_skip = false;
+	}
 	WRITE_ONCE(node->cm_verdict, v);
 	WRITE_ONCE(node->cm_shedding, v == KNBD_CM_WAIT || v == KNBD_CM_MOVE);
 	if (v == KNBD_CM_DEFER)
@@ -372,6 +383,10 @@ static void knbd_cm_tick(struct knbd_monitor *mon, unsigned long now,
 		np = knbd_cm_keep_one(mon, np);
 	if (!np) {
 		atomic64_inc(&node->cm_skipped);
+		/* a member left with one big connection is so for a while */
+		if (node->cm_told_skip)
+			return;
+		node->cm_told_skip = true;
 		pr_info_ratelimited("node %s: over-utilised (load %llu, least loaded member %llu) but none of its %u client connections would even it out\n",
 				    config_item_name(&node->group.cg_item),
 				    div_u64(m[0].load, 1000), div_u64(g.min, 1000), nc);

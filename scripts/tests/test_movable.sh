@@ -16,7 +16,9 @@
 #   movable_would_break  manager on at m1, nbd1 busy, nbd0 light: the move that
 #                        evens the load is nbd1's only connection: it stays,
 #                        would_break grows and moves do not; dmesg names the
-#                        client; an nbdcopy loop on m1 meanwhile: no error
+#                        client, in fewer lines than the decisions it changed
+#                        (once per spell); an nbdcopy loop on m1 meanwhile: no
+#                        error
 #   movable_all          balance_clients=all: the manager moves nbd1's connection
 #   movable_proven       nbd2's connection, drained by the admin, comes back
 #                        (knbd-reconnect) with its key and movable=proven; busy,
@@ -150,7 +152,7 @@ manager_on() {
 
 chk_would_break() {
 	need_up || return 1
-	local id wb0 mv0 mark lpid copies=0 fails=0 light busy
+	local id wb0 mv0 mark lpid copies=0 fails=0 light busy said
 	id=$(tx sv | awk '{ print $1 }')
 	[ -n "$id" ] || { why "no nbd1 connection on m1"; return 1; }
 	wait_until 10 eval '[ "$(tx mv | grep -c .)" = 2 ]' ||
@@ -188,6 +190,10 @@ chk_would_break() {
 	grep -q "^$id " "$M1/clients" || { why "nbd1's connection $id is gone"; return 1; }
 	dmesg_has_since "$mark" "not moving client connection [0-9]+ from $(grp_ip 254) " ||
 		{ why "no dmesg line names the kept client"; return 1; }
+	# said once per over-utilised spell, not once per decision
+	said=$(dmesg_since "$mark" | grep -Ec "not moving client connection [0-9]+ from $(grp_ip 254) ")
+	[ "$said" -lt $(($(stat_of would_break) - wb0)) ] ||
+		{ why "$said lines for $(($(stat_of would_break) - wb0)) decisions the rule changed: one per decision"; return 1; }
 	[ "$fails" = 0 ] && [ "$copies" -ge 1 ] || { why "nbdcopy: $copies ok, $fails failed"; return 1; }
 	BUSY_PID=$busy
 	LIGHT_PID=$light
