@@ -21,9 +21,10 @@
  * come within io_timeout of its first byte, a reply not taken within
  * io_timeout of reaching the head of the queue, an idle connection.
  *
- * Teardown: knbd_conn_close() (io_work only) shuts the socket down and
+ * Teardown: knbd_conn_close() (io_work only) stops the connection and
  * kills the reference of the requests in flight; release_work waits for
- * them, then frees everything.  Anyone else asks with knbd_conn_shutdown().
+ * them, and only then lets the peer see the close (FIN or reset), then
+ * frees everything.  Anyone else asks with knbd_conn_shutdown().
  */
 #define pr_fmt(fmt) "knbd: " fmt
 
@@ -825,10 +826,9 @@ static void knbd_conn_close(struct knbd_conn *conn, int err)
 	/*
 	 * Out of time: a reset, not a FIN queued behind replies a client that
 	 * does not read would never take, while the socket kept their pages.
+	 * Either waits in release_work for the requests in flight.
 	 */
-	if (err == -ETIMEDOUT)
-		knbd_sock_reset(conn->sock);
-	kernel_sock_shutdown(conn->sock, SHUT_RDWR);
+	conn->close_reset = err == -ETIMEDOUT;
 	percpu_ref_kill(&conn->ref);
 	queue_work(knbd_wq, &conn->release_work);
 }
@@ -859,6 +859,11 @@ static void knbd_conn_io_work(struct work_struct *w)
 	if (conn->state == KNBD_CONN_CLOSING) {
 		knbd_conn_reap(conn);
 		return;
+	}
+	/* Shut down from outside: admit nothing the socket still holds. */
+	if (READ_ONCE(conn->killed)) {
+		ret = -ESHUTDOWN;
+		goto fail;
 	}
 	do {
 		pending = false;
@@ -920,6 +925,16 @@ static void knbd_conn_release_work(struct work_struct *w)
 	while (!wait_for_completion_timeout(&conn->ref_done, 60 * HZ))
 		pr_warn("node %s: %s %pISpc: closing, still waiting for requests in flight\n",
 			knbd_node_name(conn->node), conn->transport->name, &conn->peer);
+	/*
+	 * Only now may the client see the close.  A client that resends the
+	 * requests of a dead connection at once (nbd.ko with patches/nbd,
+	 * a multipath initiator) must not have an old WRITE still in the
+	 * backing land after the one it sent again, or after the next WRITE
+	 * to the same blocks.  The drain has its own reset, after the same.
+	 */
+	if (conn->close_reset)
+		knbd_sock_reset(conn->sock);
+	kernel_sock_shutdown(conn->sock, SHUT_RDWR);
 	cancel_work_sync(&conn->io_work);
 	del_timer_sync(&conn->timer);
 	knbd_conn_reap(conn);
@@ -944,7 +959,11 @@ static void knbd_conn_release_work(struct work_struct *w)
 void knbd_conn_shutdown(struct knbd_conn *conn)
 {
 	WRITE_ONCE(conn->killed, true);
-	kernel_sock_shutdown(conn->sock, SHUT_RDWR);
+	/*
+	 * Not a FIN yet (release_work sends it once the requests in flight
+	 * are done): only stop reading, which the peer does not see.
+	 */
+	kernel_sock_shutdown(conn->sock, SHUT_RD);
 	knbd_conn_kick(conn);
 }
 

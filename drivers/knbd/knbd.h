@@ -981,6 +981,7 @@ struct knbd_conn {
 	unsigned long hs_deadline;	/* end of the handshake */
 	bool killed;			/* shut down from outside: close */
 	bool eof;			/* the client sent all it will: finish, close */
+	bool close_reset;		/* closed for a timeout: reset, not FIN */
 	struct knbd_sock_cbs saved_cbs;
 
 	/* Receive side (io_work only). */

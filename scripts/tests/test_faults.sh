@@ -15,6 +15,11 @@
 #                      linear under the enabled volume: written data reads back
 #   fault_enospc       a 32 MiB sparse file on a 4 MiB tmpfs: writes past the
 #                      space fail with ENOSPC, what fit reads back
+#   fault_close_waits  a client's WRITE held 2 s in the backing (dm delay) when
+#                      its volume is disabled: the client sees the close (no
+#                      reply) only once the WRITE is in the backing, as a
+#                      client that resends at once (patched nbd.ko) must not
+#                      have the old WRITE land after its new one
 #   fault_teardown     volumes disabled and removed, dm devices removable
 #                      (knbd holds nothing), module unloaded
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,7 +34,7 @@ SMALL=$KNBD_TMP/small
 
 cleanup() {
 	local v
-	for v in err flk full; do
+	for v in err flk full dly; do
 		echo 0 >"$KNBD_CFS/nodes/$N/volumes/$v/enable" 2>/dev/null
 		rmdir "$KNBD_CFS/nodes/$N/volumes/$v" 2>/dev/null
 	done
@@ -37,6 +42,7 @@ cleanup() {
 	rmdir "$KNBD_CFS/nodes/$N" 2>/dev/null
 	dmsetup remove knbdt-err 2>/dev/null
 	dmsetup remove knbdt-flk 2>/dev/null
+	dmsetup remove knbdt-dly 2>/dev/null
 	[ -n "$LOOP" ] && losetup -d "$LOOP" 2>/dev/null
 	umount "$SMALL" 2>/dev/null
 }
@@ -127,15 +133,43 @@ chk_enospc() {
 	log "  $n writes failed with ENOSPC, the first 2 MiB read back"
 }
 
+chk_close_waits() {
+	[ -n "$LOOP" ] || { why "no setup"; return 1; }
+	local out=$KNBD_OUT/faults-close-waits.txt pid line
+	modprobe dm-delay 2>/dev/null
+	# the last 4 MiB of the loop device, writes held 2 s, reads not
+	printf '0 8192 delay %s 24576 0 %s 24576 2000\n' "$LOOP" "$LOOP" | dmsetup create knbdt-dly ||
+		{ why "dmsetup create delay (dm-delay)"; return 1; }
+	dmsetup mknodes knbdt-dly
+	dd if=/dev/zero of=/dev/mapper/knbdt-dly bs=64k count=1 oflag=direct status=none ||
+		{ why "zeroing the delayed device"; return 1; }
+	knbd_vol_create "$N" dly /dev/mapper/knbdt-dly || return 1
+	python3 "$here/nbd_probe.py" write-close 127.0.0.1 "$PORT" dly /dev/mapper/knbdt-dly 60 >"$out" 2>&1 &
+	pid=$!
+	wait_until 30 grep -q '^SENT' "$out" || { kill "$pid"; why "no WRITE sent: $(tail -n 1 "$out")"; return 1; }
+	_nap 0.3
+	with_timeout 60 sh -c "echo 0 > '$KNBD_CFS/nodes/$N/volumes/dly/enable'" ||
+		{ kill "$pid"; why "disabling dly failed or hung"; return 1; }
+	wait "$pid" || { why "the client: $(tail -n 1 "$out")"; return 1; }
+	line=$(grep '^CLOSED' "$out")
+	log "  $line"
+	case $line in
+	*" 0 reply bytes, DATA in DEV") ;;
+	*" 0 reply bytes, "*) why "the client saw the close before its WRITE reached the backing: $line"; return 1 ;;
+	*) why "the WRITE was answered before the close (not in flight at it): $line"; return 1 ;;
+	esac
+}
+
 chk_teardown() {
 	local v
-	for v in err flk full; do
+	for v in err flk full dly; do
 		[ -d "$KNBD_CFS/nodes/$N/volumes/$v" ] || continue
 		with_timeout 30 sh -c "echo 0 > '$KNBD_CFS/nodes/$N/volumes/$v/enable'" ||
 			{ why "disable $v failed or hung"; return 1; }
 		rmdir "$KNBD_CFS/nodes/$N/volumes/$v" || { why "rmdir $v"; return 1; }
 	done
-	dmsetup remove knbdt-err && dmsetup remove knbdt-flk || { why "a dm device is still held"; return 1; }
+	dmsetup remove knbdt-err && dmsetup remove knbdt-flk && dmsetup remove knbdt-dly ||
+		{ why "a dm device is still held"; return 1; }
 	knbd_node_disable "$N" && rmdir "$KNBD_CFS/nodes/$N" || { why "node teardown"; return 1; }
 	losetup -d "$LOOP" && LOOP=''
 	umount "$SMALL" 2>/dev/null
@@ -146,5 +180,6 @@ t_run fault_setup chk_setup
 t_run fault_dm_error chk_dm_error
 t_run fault_dm_flakey chk_dm_flakey
 t_run fault_enospc chk_enospc
+t_run fault_close_waits chk_close_waits
 t_run fault_teardown chk_teardown
 t_done
