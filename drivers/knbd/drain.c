@@ -16,19 +16,20 @@
  *   CLOSING  uncork, and reset the connection right behind the replies once
  *            they have left; a request that came while they were still
  *            corked is served (READING: the client sent it without seeing
- *            them); one that came after is counted, never executed.
+ *            them, until KNBD_DRAIN_LATE_TIME); one that came after is
+ *            counted, never executed.
  *
- * Reading stops after KNBD_DRAIN_READ_TIME whatever happens (a busy client
- * never pauses).  Why a reset and not a FIN: nbd.ko marks a connection
- * dead only when its receiver reads the end of the stream, after completing
- * the replies before it, and each completion may put a new request on the
- * half-closed socket, which still sends; that request would wait for the
- * client's timeout.  The reset arrives with the replies and closes the
- * client's socket at once: the replies already queued there are still
- * read, and a request sent after it fails to send, which nbd.ko requeues on
- * another connection at once.  A request that slips in between the last
- * check and the reset is counted (drain_dropped); the client retries it
- * after its timeout.
+ * Reading with the replies flowing stops after KNBD_DRAIN_READ_TIME
+ * whatever happens (a busy client never pauses).  Why a reset and not a
+ * FIN: nbd.ko marks a connection dead only when its receiver reads the
+ * end of the stream, after completing the replies before it, and each
+ * completion may put a new request on the half-closed socket, which still
+ * sends; that request would wait for the client's timeout.  The reset
+ * arrives with the replies and closes the client's socket at once: the
+ * replies already queued there are still read, and a request sent after
+ * it fails to send, which nbd.ko requeues on another connection at once.
+ * A request that slips in between the last check and the reset is counted
+ * (drain_dropped); the client retries it after its timeout.
  */
 #define pr_fmt(fmt) "knbd: " fmt
 
@@ -111,14 +112,18 @@ static int knbd_drain_close(struct knbd_conn *conn, unsigned long now, unsigned 
 /*
  * A request header read in CLOSING while the replies are still corked:
  * the client sent it before it could see them, so it is no reply's
- * answer and serving it cannot go on forever; while the read time lasts,
- * serve it (READING again) rather than leave it to the client's timeout.
+ * answer, and what the client can send without answers is bounded by its
+ * queue depth: serve it (READING again, replies still corked) rather than
+ * leave it to the client's timeout.  Past the read time too: a busy
+ * client that never paused still has the requests that the last replies
+ * before the hold provoked on their way (make bench-balance, heavy4: 4 of
+ * them dropped, each waited the client's 30 s).
  */
 bool knbd_drain_serve_late(struct knbd_conn *conn)
 {
 	struct knbd_nbd_conn *n = &conn->nbd;
 
-	if (!n->corked || !time_before(jiffies, n->drain_at + KNBD_DRAIN_READ_TIME))
+	if (!n->corked || !time_before(jiffies, n->drain_at + KNBD_DRAIN_LATE_TIME))
 		return false;
 	atomic64_inc(&conn->node->drain_late);
 	conn->replies_held = false;

@@ -130,6 +130,12 @@
 #define KNBD_DRAIN_QUIET_MS		100
 /* ... and waits this long for them to leave before its reset. */
 #define KNBD_DRAIN_CLOSE_TIME		(5 * HZ)
+/*
+ * A request that comes while the replies are corked was sent before the
+ * client could see them: served until this long after the drain began
+ * (the client's queue depth bounds how many; past it, they are dropped).
+ */
+#define KNBD_DRAIN_LATE_TIME		(4 * HZ)
 
 /* Server-to-server links. */
 #define KNBD_DEFAULT_PEER_PORT		10810
