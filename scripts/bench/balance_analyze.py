@@ -33,7 +33,8 @@ Per run (Documentation/bench.md, "balance", says the same for users):
   stall_ms    the worst fio completion latency (clat max) of any client
   stalled     moves followed by a request of the moved client waiting > 1 s
               (fio's 500 ms windows of clat max overlapping [move - 0.5 s,
-              move + 2 s]); drops: the members' drain_dropped (requests a
+              move + 2 s]; each window laid to one move: the last that began
+              before its request was sent); drops: the members' drain_dropped (requests a
               drain left unanswered, for the client to retry after -t)
   other       windows of completions > 1 s (per fio job) near no move of
               their own client
@@ -256,13 +257,13 @@ def analyze(d):
     if start is None:
         res["error"] = "no load"
         return res, None
-    # The end: the first planned fio end that no arrival replaces (a churn
-    # event is a departure and an arrival at once; any other departure is
-    # a new disturbance, not part of this run's convergence), else the
-    # last (a stalled client may run on past it).
-    arrivals = [c["t0"] for c in meta["clients"] if c["via"] == "vip"]
-    gone = [c["t1"] for c in meta["clients"] if not any(abs(a - c["t1"]) < 3 for a in arrivals)]
-    end = (min(gone) if gone else max(c["t1"] for c in meta["clients"])) - 2
+    # The end: the first planned fio end that no arrival replaces.  Each
+    # arrival through the group address (churn) replaces one of the
+    # earliest departures; any other departure is a new disturbance, not
+    # part of this run's convergence.
+    n_arr = sum(1 for c in meta["clients"] if c["via"] == "vip")
+    ends = sorted(c["t1"] for c in meta["clients"])
+    end = ends[min(n_arr, len(ends) - 1)] - 2
 
     # smoothed member loads
     sm = []
@@ -438,11 +439,21 @@ def analyze(d):
     res["iops"] = iops
     res["stall_ms"] = round(stall)
     res["client_stall_ms"] = {n: cinfo[n].get("stall_ms") for n in cinfo}
-    stalled = 0
+    # Each long completion is laid to one move: of its client's moves whose
+    # span [t - 0.5 s, t + 2 s] it overlaps, the last that began before the
+    # request was sent (its drain is what left it; a second move of the
+    # same client during the wait is not), else the first.
     for x in mv:
-        x["stalled"] = any(w["client"] == x["client"] and w["tc"] - w["ms"] / 1000 - 0.5 <= x["t"] + 2
-                           and w["tc"] + 0.5 >= x["t"] - 0.5 for w in windows)
-        stalled += x["stalled"]
+        x["stalled"] = False
+    for w in windows:
+        sent = w["tc"] - w["ms"] / 1000          # at the latest (the window's end)
+        near = [x for x in mv if x["client"] == w["client"] and
+                w["tc"] - w["ms"] / 1000 - 0.5 <= x["t"] + 2 and w["tc"] + 0.5 >= x["t"] - 0.5]
+        if not near:
+            continue
+        before = [x for x in near if x["t"] - 0.5 <= sent]
+        (max(before, key=lambda x: x["t"]) if before else min(near, key=lambda x: x["t"]))["stalled"] = True
+    stalled = sum(x["stalled"] for x in mv)
     res["stalled"] = stalled
     # long completions near no move of their own client: not the moves' doing
     res["other_stalls"] = sum(
