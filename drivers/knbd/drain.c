@@ -14,10 +14,9 @@
  *   SENDING  let them all go into the corked socket, where they wait for the
  *            reset; something new queued meanwhile: serve it too (READING);
  *   CLOSING  uncork, and reset the connection right behind the replies once
- *            they have left; a request that came while they were still
- *            corked is served (READING: the client sent it without seeing
- *            them, until KNBD_DRAIN_LATE_TIME); one that came after is
- *            counted, never executed.
+ *            they have left; a request read meanwhile is served (READING,
+ *            corked again) until KNBD_DRAIN_LATE_TIME, then counted and
+ *            never executed.
  *
  * Reading with the replies flowing stops after KNBD_DRAIN_READ_TIME
  * whatever happens (a busy client never pauses).  Why a reset and not a
@@ -110,21 +109,27 @@ static int knbd_drain_close(struct knbd_conn *conn, unsigned long now, unsigned 
 }
 
 /*
- * A request header read in CLOSING while the replies are still corked:
- * the client sent it before it could see them, so it is no reply's
- * answer, and what the client can send without answers is bounded by its
- * queue depth: serve it (READING again, replies still corked) rather than
- * leave it to the client's timeout.  Past the read time too: a busy
- * client that never paused still has the requests that the last replies
- * before the hold provoked on their way (make bench-balance, heavy4: 4 of
- * them dropped, each waited the client's 30 s).
+ * A request header read in CLOSING: serve it (READING again, the replies
+ * corked again) rather than leave it to the client's timeout, until
+ * KNBD_DRAIN_LATE_TIME.  While the replies were still corked the client
+ * sent it before it could see them, and what it can send without answers
+ * is bounded by its queue depth: a busy client that never paused still
+ * has the requests the last replies before the hold provoked on their way
+ * (make bench-balance, heavy4: 4 dropped, each waited the client's 30 s).
+ * After the uncork it answers a reply that left before the reset could
+ * follow it (the push was deferred): the next round usually resets right
+ * behind the replies.
  */
 bool knbd_drain_serve_late(struct knbd_conn *conn)
 {
 	struct knbd_nbd_conn *n = &conn->nbd;
 
-	if (!n->corked || !time_before(jiffies, n->drain_at + KNBD_DRAIN_LATE_TIME))
+	if (!time_before(jiffies, n->drain_at + KNBD_DRAIN_LATE_TIME))
 		return false;
+	if (!n->corked) {
+		knbd_sock_cork(conn->sock, true);
+		n->corked = true;
+	}
 	atomic64_inc(&conn->node->drain_late);
 	conn->replies_held = false;
 	conn->snd_at = jiffies;

@@ -131,9 +131,8 @@
 /* ... and waits this long for them to leave before its reset. */
 #define KNBD_DRAIN_CLOSE_TIME		(5 * HZ)
 /*
- * A request that comes while the replies are corked was sent before the
- * client could see them: served until this long after the drain began
- * (the client's queue depth bounds how many; past it, they are dropped).
+ * A request that comes in the last step (replies corked, or leaving) is
+ * served until this long after the drain began; past it, dropped.
  */
 #define KNBD_DRAIN_LATE_TIME		(4 * HZ)
 
@@ -605,7 +604,7 @@ struct knbd_node {
 	u64 cm_told_kept;		/* id of the connection last kept, or 0 */
 	bool cm_told_skip;		/* "none would even it out" */
 	atomic64_t drain_dropped;	/* requests unread when a drain closed */
-	atomic64_t drain_late;		/* ... served after all, as they came before */
+	atomic64_t drain_late;		/* ... served all the same, in the last step */
 	atomic64_t timeouts;		/* connections closed by io_timeout */
 	atomic64_t hs_timeouts;		/* ... by handshake_timeout */
 	atomic64_t idle_closes;		/* ... by idle_timeout, dead member links */
