@@ -1039,6 +1039,73 @@ class Checks:
         with self.go_conn() as c:
             expect(c.read(30 << 20, 4096) == data, "write sent before DISC was lost")
 
+    def _node_stat(self, name):
+        with open(os.path.join(self.a.cfs_node, "stats")) as f:
+            for line in f:
+                v = line.split()
+                if name in v[:-1]:
+                    return int(v[v.index(name) + 1])
+        raise CheckFailed("no %r in the node's stats" % name)
+
+    def io_drain_busy(self):
+        """A client that never lets the socket run dry (8 WRITEs of 1 MiB in
+        flight, a new one sent on each reply), drained by the admin: every
+        request whose send succeeded is answered before the reset (those on
+        their way when the drain stopped reading, after its read time, too),
+        and the connection closes within 10 s."""
+        if not self.a.cfs_node:
+            raise CheckFailed("no --cfs-node given")
+        self._clients_settle()
+        dropped0, late0 = self._node_stat("drain_dropped"), self._node_stat("drain_late")
+        size, depth, span = 1 << 20, 8, 8 << 20
+        payload = self.rand(size)
+        c = self.go_conn()
+        sent, answered, nxt, drained = {}, 0, 0, None
+        try:
+            me = "127.0.0.1:%d" % c.sock.getsockname()[1]
+            mine = [ln.split()[0] for ln in self.clients_lines() if ln.split()[1] == me]
+            expect(len(mine) == 1, "clients has no single line for %s" % me)
+
+            def send_one():
+                nonlocal nxt
+                h = nxt + 1
+                try:
+                    c.send_req(CMD_WRITE, h, (nxt * size) % span, size, 0, payload)
+                except (Closed, OSError):
+                    return False        # reset: as nbd.ko, resend it elsewhere
+                sent[h] = time.monotonic()
+                nxt += 1
+                return True
+
+            for _ in range(depth):
+                send_one()
+            start = time.monotonic()
+            end = start + 20
+            while time.monotonic() < end:
+                if drained is None and time.monotonic() > start + 0.5:
+                    with open(os.path.join(self.a.cfs_node, "drain"), "w") as f:
+                        f.write(mine[0])
+                    drained = time.monotonic()
+                try:
+                    err, h = c.reply()
+                except (Closed, OSError):
+                    break
+                expect(err == 0 and h in sent, "reply err %d handle %d" % (err, h))
+                del sent[h]
+                answered += 1
+                send_one()
+            else:
+                raise CheckFailed("still open 20 s after the drain began")
+        finally:
+            c.close()
+        dropped, late = self._node_stat("drain_dropped") - dropped0, self._node_stat("drain_late") - late0
+        print("proto_io_drain_busy: %d WRITEs answered, closed %.1f s after the drain; "
+              "%d served while corked, %d dropped" % (answered, time.monotonic() - drained, late, dropped),
+              file=sys.stderr, flush=True)
+        expect(not sent, "%d request(s) sent before the reset never answered (drain_dropped +%d): "
+               "the client would wait its timeout for them" % (len(sent), dropped))
+        expect(dropped == 0, "drain_dropped grew by %d" % dropped)
+
     def io_clients_file(self):
         if not self.a.cfs_node:
             raise CheckFailed("no --cfs-node given")
@@ -1310,6 +1377,7 @@ ALL = [
     ("io_max_sizes", "io_max_sizes"),
     ("io_disc", "io_disc"),
     ("io_clients_file", "io_clients_file"),
+    ("io_drain_busy", "io_drain_busy"),
     ("bad_magic", "bad_magic"),
     ("write_too_long", "write_too_long"),
     ("truncated", "truncated"),
